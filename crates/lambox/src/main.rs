@@ -1,1 +1,84 @@
-fn main() {}
+//! `lambox`: a self-hosted AWS Lambda for container-image functions.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod progress;
+
+/// Self-hosted AWS Lambda for container-image functions, without a Docker daemon.
+#[derive(Debug, Parser)]
+#[command(name = "lambox", version, about)]
+struct Cli {
+    /// Where images and state live [default: /var/lib/lambox for root, else ~/.local/share/lambox]
+    #[arg(long, global = true, env = "LAMBOX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Largest uncompressed image accepted, in bytes (Lambda's limit, 10 GB, is the default)
+    #[arg(long, global = true, env = "LAMBOX_MAX_IMAGE_SIZE", default_value_t = lambox_image::LAMBDA_MAX_IMAGE_SIZE)]
+    max_image_size: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull an image from a registry: HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]
+    Pull(commands::PullArgs),
+    /// Load an image from docker-archive:PATH, oci:PATH[:TAG] or oci-archive:PATH[:TAG]
+    Load(commands::LoadArgs),
+    /// List stored images
+    Images(commands::ImagesArgs),
+    /// Show a stored image as JSON
+    Inspect(commands::InspectArgs),
+    /// Remove an image (or one of its names)
+    Rmi(commands::RmiArgs),
+    /// Remove unreferenced blobs and layers, and leftovers of interrupted imports
+    Prune,
+    /// Check an image against what Lambda would refuse or fail to run
+    Lint(commands::LintArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAMBOX_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain joined, as every error in lambox is one line.
+            let msg = e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            eprintln!("lambox: error: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = cli.data_dir.clone().unwrap_or_else(lambox_image::store::Store::default_root);
+    let store = lambox_image::store::Store::open(&root)
+        .with_context(|| format!("open data directory {}", root.display()))?;
+    let ctx = commands::Ctx {
+        store,
+        max_image_size: cli.max_image_size,
+    };
+    match cli.command {
+        Command::Pull(a) => commands::pull(&ctx, a),
+        Command::Load(a) => commands::load(&ctx, a),
+        Command::Images(a) => commands::images(&ctx, a),
+        Command::Inspect(a) => commands::inspect(&ctx, a),
+        Command::Rmi(a) => commands::rmi(&ctx, a),
+        Command::Prune => commands::prune(&ctx),
+        Command::Lint(a) => commands::lint(&ctx, a),
+    }
+}

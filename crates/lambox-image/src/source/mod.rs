@@ -30,6 +30,10 @@ pub trait BlobSource: Send + Sync {
     fn manifest(&self, digest: &Digest) -> Result<RawManifest>;
     /// A stream of a blob's bytes; `size` is the descriptor's declared size.
     fn open_blob(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + Send>>;
+    /// The name to store the image under when the user gives none.
+    fn default_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How to reach a registry.
