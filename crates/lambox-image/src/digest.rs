@@ -45,7 +45,8 @@ impl FromStr for Digest {
             return Err(Error::InvalidDigest(s.to_string()));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| Error::InvalidDigest(s.to_string()))?;
+        hex::decode_to_slice(hex_part, &mut out)
+            .map_err(|_| Error::InvalidDigest(s.to_string()))?;
         Ok(Digest(out))
     }
 }

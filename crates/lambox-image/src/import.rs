@@ -100,29 +100,36 @@ pub fn import(
             });
         }
     }
-    let (raw, digest, parsed) = match manifest::parse(object, &root.bytes, root.media_type.as_deref())? {
-        Parsed::Manifest(m) => (root, root_digest, m),
-        Parsed::Index(index) => {
-            let chosen = manifest::select_platform(object, &index, options.platform.as_ref())?;
-            let child_object = format!("{object} manifest {}", chosen.digest);
-            let child = src.manifest(&chosen.digest)?;
-            check_json_size(&child_object, &child)?;
-            verify_bytes(&child_object, &chosen.digest, chosen.size, &child.bytes)?;
-            let media = child.media_type.clone().or(Some(chosen.media_type.clone()));
-            match manifest::parse(&child_object, &child.bytes, media.as_deref())? {
-                Parsed::Manifest(m) => (child, chosen.digest.clone(), m),
-                Parsed::Index(_) => {
-                    return Err(Error::malformed(child_object, "nested indexes are not supported"))
+    let (raw, digest, parsed) =
+        match manifest::parse(object, &root.bytes, root.media_type.as_deref())? {
+            Parsed::Manifest(m) => (root, root_digest, m),
+            Parsed::Index(index) => {
+                let chosen = manifest::select_platform(object, &index, options.platform.as_ref())?;
+                let child_object = format!("{object} manifest {}", chosen.digest);
+                let child = src.manifest(&chosen.digest)?;
+                check_json_size(&child_object, &child)?;
+                verify_bytes(&child_object, &chosen.digest, chosen.size, &child.bytes)?;
+                let media = child.media_type.clone().or(Some(chosen.media_type.clone()));
+                match manifest::parse(&child_object, &child.bytes, media.as_deref())? {
+                    Parsed::Manifest(m) => (child, chosen.digest.clone(), m),
+                    Parsed::Index(_) => {
+                        return Err(Error::malformed(
+                            child_object,
+                            "nested indexes are not supported",
+                        ))
+                    }
                 }
             }
-        }
-    };
+        };
     let media_type = manifest::manifest_media_type(&parsed, raw.media_type.as_deref());
 
     // 2. The config: small, read whole, verified, and it must be linux/amd64|arm64.
     let config_object = format!("{object} config {}", parsed.config.digest);
     if parsed.config.size > MAX_JSON_SIZE {
-        return Err(Error::malformed(config_object, format!("config of {} bytes is too large", parsed.config.size)));
+        return Err(Error::malformed(
+            config_object,
+            format!("config of {} bytes is too large", parsed.config.size),
+        ));
     }
     let config_bytes = if store.has_blob(&parsed.config.digest) {
         store.read_blob(&parsed.config.digest)?
@@ -132,14 +139,19 @@ pub fn import(
             .take(MAX_JSON_SIZE + 1)
             .read_to_end(&mut buf)
             .ctx(|| format!("read {config_object}"))?;
-        verify_bytes(&config_object, &parsed.config.digest, parsed.config.size, &buf)?;
+        verify_bytes(
+            &config_object,
+            &parsed.config.digest,
+            parsed.config.size,
+            &buf,
+        )?;
         buf
     };
     let config = manifest::parse_config(&config_object, &config_bytes, parsed.layers.len())?;
 
     // 3. Layers, in parallel, each in one streaming pass.
     let budget = SizeBudget::new(options.max_size);
-    let results: Vec<Mutex<Option<Result<(LayerRecord, u64, bool)>>>> =
+    let results: Vec<Mutex<Option<Result<Ingested>>>> =
         parsed.layers.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -172,12 +184,11 @@ pub fn import(
                 reused_layers += usize::from(reused);
                 layers.push(layer);
             }
-            Some(Err(e)) => {
-                // Keep the most telling error: a size-limit hit beats the knock-on errors.
-                if first_error.is_none() || matches!(e, Error::TooLarge { .. }) {
-                    first_error = Some(e);
-                }
+            // Keep the most telling error: a size-limit hit beats the knock-on errors.
+            Some(Err(e)) if first_error.is_none() || matches!(e, Error::TooLarge { .. }) => {
+                first_error = Some(e);
             }
+            Some(Err(_)) => {}
             None => {}
         }
     }
@@ -213,7 +224,10 @@ fn check_json_size(object: &str, m: &RawManifest) -> Result<()> {
     if m.bytes.len() as u64 > MAX_JSON_SIZE {
         return Err(Error::malformed(
             format!("manifest of {object}"),
-            format!("{} bytes is larger than the {MAX_JSON_SIZE}-byte limit", m.bytes.len()),
+            format!(
+                "{} bytes is larger than the {MAX_JSON_SIZE}-byte limit",
+                m.bytes.len()
+            ),
         ));
     }
     Ok(())
@@ -294,7 +308,9 @@ impl<R: Read> Read for Decoder<R> {
 }
 
 /// Reads the first bytes to sniff the compression, then replays them.
-fn sniff<R: Read>(mut r: R) -> io::Result<(Compression, io::Chain<io::Cursor<Vec<u8>>, R>)> {
+type Replayed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+fn sniff<R: Read>(mut r: R) -> io::Result<(Compression, Replayed<R>)> {
     let mut head = vec![0u8; 4];
     let mut n = 0;
     while n < head.len() {
@@ -308,8 +324,10 @@ fn sniff<R: Read>(mut r: R) -> io::Result<(Compression, io::Chain<io::Cursor<Vec
     Ok((Compression::sniff(&head), io::Cursor::new(head).chain(r)))
 }
 
-/// Fetch (or reuse), verify and unpack one layer. Returns the record, the bytes fetched, and
-/// whether the layer was reused from the store.
+/// A layer in the store, the compressed bytes fetched for it, and whether it was reused.
+type Ingested = (LayerRecord, u64, bool);
+
+/// Fetch (or reuse), verify and unpack one layer.
 #[allow(clippy::too_many_arguments)]
 fn ingest_layer(
     store: &Store,
@@ -320,7 +338,7 @@ fn ingest_layer(
     diff_id: &Digest,
     budget: &SizeBudget,
     progress: &dyn Progress,
-) -> Result<(LayerRecord, u64, bool)> {
+) -> Result<Ingested> {
     let record = |uncompressed_size| LayerRecord {
         digest: desc.digest.clone(),
         diff_id: diff_id.clone(),
@@ -342,7 +360,10 @@ fn ingest_layer(
     let layer_object = format!("{object} layer {}", desc.digest);
     let (reader, blob_tmp): (Box<dyn Read + Send>, _) = if have_blob {
         let p = store.blob_path(&desc.digest);
-        (Box::new(File::open(&p).ctx(|| format!("open blob {}", desc.digest))?), None)
+        (
+            Box::new(File::open(&p).ctx(|| format!("open blob {}", desc.digest))?),
+            None,
+        )
     } else {
         let tmp = store.temp_path("blob");
         let f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
@@ -416,4 +437,3 @@ fn ingest_layer(
         }
     }
 }
-

@@ -195,7 +195,8 @@ pub fn parse(object: &str, bytes: &[u8], claimed: Option<&str>) -> Result<Parsed
         }
     };
     if is_index {
-        let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::malformed(object, e))?;
+        let index: Index =
+            serde_json::from_slice(bytes).map_err(|e| Error::malformed(object, e))?;
         Ok(Parsed::Index(index))
     } else {
         let manifest: Manifest =
@@ -226,14 +227,20 @@ pub fn manifest_media_type(manifest: &Manifest, claimed: Option<&str>) -> String
     manifest
         .media_type
         .clone()
-        .or_else(|| claimed.filter(|c| *c == DOCKER_MANIFEST).map(str::to_string))
+        .or_else(|| {
+            claimed
+                .filter(|c| *c == DOCKER_MANIFEST)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| OCI_MANIFEST.to_string())
 }
 
 fn is_attestation(d: &Descriptor) -> bool {
-    d.annotations.get(ANNOTATION_REFERENCE_TYPE).map(String::as_str) == Some("attestation-manifest")
-        || d
-            .platform
+    d.annotations
+        .get(ANNOTATION_REFERENCE_TYPE)
+        .map(String::as_str)
+        == Some("attestation-manifest")
+        || d.platform
             .as_ref()
             .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
@@ -249,14 +256,24 @@ pub fn select_platform<'a>(
     index: &'a Index,
     wanted: Option<&Platform>,
 ) -> Result<&'a Descriptor> {
-    let runnable: Vec<&Descriptor> = index.manifests.iter().filter(|d| !is_attestation(d)).collect();
+    let runnable: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| !is_attestation(d))
+        .collect();
     let describe = |d: &Descriptor| {
         d.platform
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "unknown platform".to_string())
     };
-    let found = || runnable.iter().map(|d| describe(d)).collect::<Vec<_>>().join(", ");
+    let found = || {
+        runnable
+            .iter()
+            .map(|d| describe(d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(w) = wanted {
         return runnable
             .iter()
@@ -302,9 +319,13 @@ pub struct RootFs {
 
 /// Parse a config and check it describes an image Lambda can run.
 pub fn parse_config(object: &str, bytes: &[u8], layers: usize) -> Result<ConfigInfo> {
-    let info: ConfigInfo = serde_json::from_slice(bytes).map_err(|e| Error::malformed(object, e))?;
+    let info: ConfigInfo =
+        serde_json::from_slice(bytes).map_err(|e| Error::malformed(object, e))?;
     if info.rootfs.kind != "layers" {
-        return Err(Error::malformed(object, format!("rootfs.type {:?} is not \"layers\"", info.rootfs.kind)));
+        return Err(Error::malformed(
+            object,
+            format!("rootfs.type {:?} is not \"layers\"", info.rootfs.kind),
+        ));
     }
     if info.rootfs.diff_ids.len() != layers {
         return Err(Error::malformed(
@@ -341,7 +362,8 @@ mod tests {
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn index(entries: &str) -> Index {
-        let json = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{entries}]}}"#);
+        let json =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{entries}]}}"#);
         match parse("test", json.as_bytes(), None).expect("parse") {
             Parsed::Index(i) => i,
             Parsed::Manifest(_) => panic!("not an index"),
@@ -356,14 +378,33 @@ mod tests {
 
     #[test]
     fn multi_platform_is_refused_then_selected() {
-        let i = index(&format!("{},{}", entry(D1, "linux", "amd64", ""), entry(D2, "linux", "arm64", "")));
+        let i = index(&format!(
+            "{},{}",
+            entry(D1, "linux", "amd64", ""),
+            entry(D2, "linux", "arm64", "")
+        ));
         let err = select_platform("img", &i, None).expect_err("multi");
         let msg = err.to_string();
-        assert!(msg.contains("linux/amd64, linux/arm64") && msg.contains("--platform"), "{msg}");
+        assert!(
+            msg.contains("linux/amd64, linux/arm64") && msg.contains("--platform"),
+            "{msg}"
+        );
         let arm: Platform = "linux/arm64".parse().expect("platform");
-        assert_eq!(select_platform("img", &i, Some(&arm)).expect("arm").digest.to_string(), D2);
+        assert_eq!(
+            select_platform("img", &i, Some(&arm))
+                .expect("arm")
+                .digest
+                .to_string(),
+            D2
+        );
         let x86: Platform = "linux/x86_64".parse().expect("platform");
-        assert_eq!(select_platform("img", &i, Some(&x86)).expect("amd").digest.to_string(), D1);
+        assert_eq!(
+            select_platform("img", &i, Some(&x86))
+                .expect("amd")
+                .digest
+                .to_string(),
+            D1
+        );
         let s390: Platform = "linux/s390x".parse().expect("platform");
         assert!(select_platform("img", &i, Some(&s390)).is_err());
     }
@@ -373,8 +414,18 @@ mod tests {
         let att = format!(
             r#","annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"{D1}"}}"#
         );
-        let i = index(&format!("{},{}", entry(D1, "linux", "amd64", ""), entry(D2, "unknown", "unknown", &att)));
-        assert_eq!(select_platform("img", &i, None).expect("single").digest.to_string(), D1);
+        let i = index(&format!(
+            "{},{}",
+            entry(D1, "linux", "amd64", ""),
+            entry(D2, "unknown", "unknown", &att)
+        ));
+        assert_eq!(
+            select_platform("img", &i, None)
+                .expect("single")
+                .digest
+                .to_string(),
+            D1
+        );
     }
 
     #[test]
@@ -401,7 +452,9 @@ mod tests {
     #[test]
     fn config_must_be_linux_amd64_or_arm64() {
         let cfg = |os: &str, arch: &str| {
-            format!(r#"{{"os":"{os}","architecture":"{arch}","rootfs":{{"type":"layers","diff_ids":["{D1}"]}}}}"#)
+            format!(
+                r#"{{"os":"{os}","architecture":"{arch}","rootfs":{{"type":"layers","diff_ids":["{D1}"]}}}}"#
+            )
         };
         assert!(parse_config("c", cfg("linux", "amd64").as_bytes(), 1).is_ok());
         assert!(parse_config("c", cfg("windows", "amd64").as_bytes(), 1).is_err());

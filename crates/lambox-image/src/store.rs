@@ -145,7 +145,8 @@ impl Store {
             source,
         };
         let db = Connection::open(&db_path).map_err(db_err)?;
-        db.busy_timeout(std::time::Duration::from_secs(60)).map_err(db_err)?;
+        db.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(db_err)?;
         db.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
@@ -250,7 +251,8 @@ impl Store {
         }
         let tmp = self.temp_path("blob");
         let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(bytes).ctx(|| format!("write {}", tmp.display()))?;
+        f.write_all(bytes)
+            .ctx(|| format!("write {}", tmp.display()))?;
         self.commit_blob(f, &tmp, expected)
     }
 
@@ -266,7 +268,8 @@ impl Store {
     /// Sync a verified, unpacked temp directory and move it into place as layer `diff_id`.
     pub fn commit_layer(&self, tmp: &Path, diff_id: &Digest, uncompressed_size: u64) -> Result<()> {
         let dir = File::open(tmp).ctx(|| format!("open {}", tmp.display()))?;
-        rustix::fs::syncfs(dir.as_fd()).map_err(|e| Error::io(format!("sync layer {diff_id}"), e.into()))?;
+        rustix::fs::syncfs(dir.as_fd())
+            .map_err(|e| Error::io(format!("sync layer {diff_id}"), e.into()))?;
         let dest = self.layer_path(diff_id);
         match fs::rename(tmp, &dest) {
             Ok(()) => {}
@@ -299,7 +302,8 @@ impl Store {
 
     /// Record an image (whose blobs and layers are all in place) and point `name` at it.
     pub fn put_image(&self, image: &ImageRecord, name: Option<&str>) -> Result<()> {
-        let record = serde_json::to_string(image).map_err(|e| Error::malformed("image record", e))?;
+        let record =
+            serde_json::to_string(image).map_err(|e| Error::malformed("image record", e))?;
         let mut db = self.db();
         let tx = db.transaction().map_err(|e| self.db_err(e))?;
         tx.execute(
@@ -339,7 +343,12 @@ impl Store {
             let names = self.names_of(&db, &image.digest)?;
             entries.push(ImageEntry { names, image });
         }
-        entries.sort_by(|a, b| b.image.stored_at.cmp(&a.image.stored_at).then(a.names.cmp(&b.names)));
+        entries.sort_by(|a, b| {
+            b.image
+                .stored_at
+                .cmp(&a.image.stored_at)
+                .then(a.names.cmp(&b.names))
+        });
         Ok(entries)
     }
 
@@ -366,7 +375,10 @@ impl Store {
         let hex = query.strip_prefix("sha256:").unwrap_or(query);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let hex = hex.to_ascii_lowercase();
-            let matches: Vec<_> = all.iter().filter(|e| e.image.digest.hex().starts_with(&hex)).collect();
+            let matches: Vec<_> = all
+                .iter()
+                .filter(|e| e.image.digest.hex().starts_with(&hex))
+                .collect();
             match matches.as_slice() {
                 [one] => return Ok((*one).clone()),
                 [] => {}
@@ -385,7 +397,10 @@ impl Store {
     /// remove the image too. Returns the removed names and whether the image went.
     pub fn remove(&self, query: &str) -> Result<(Vec<String>, Option<Digest>)> {
         let entry = self.find(query)?;
-        let named = entry.names.iter().any(|n| n == query || *n == format!("{query}:latest"));
+        let named = entry
+            .names
+            .iter()
+            .any(|n| n == query || *n == format!("{query}:latest"));
         let mut db = self.db();
         let tx = db.transaction().map_err(|e| self.db_err(e))?;
         let digest = entry.image.digest.to_string();
@@ -534,11 +549,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let img = record(&[(b"blob", b"tar")]);
-        store.put_image(&img, Some("example.com/a:v1")).expect("put");
-        store.put_image(&img, Some("example.com/a:latest")).expect("put");
+        store
+            .put_image(&img, Some("example.com/a:v1"))
+            .expect("put");
+        store
+            .put_image(&img, Some("example.com/a:latest"))
+            .expect("put");
         assert_eq!(store.find("example.com/a").expect("latest").image, img);
-        assert_eq!(store.find(&img.digest.to_string()).expect("digest").image, img);
-        assert_eq!(store.find(&img.digest.hex()[..8]).expect("prefix").image, img);
+        assert_eq!(
+            store.find(&img.digest.to_string()).expect("digest").image,
+            img
+        );
+        assert_eq!(
+            store.find(&img.digest.hex()[..8]).expect("prefix").image,
+            img
+        );
         assert!(matches!(store.find("nope"), Err(Error::ImageNotFound(_))));
         let (names, gone) = store.remove("example.com/a:v1").expect("untag");
         assert_eq!((names, gone), (vec!["example.com/a:v1".to_string()], None));
@@ -551,12 +576,18 @@ mod tests {
     fn write_blob_verifies_and_gc_collects_unreferenced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        let err = store.write_blob(&Digest::of(b"x"), b"y").expect_err("mismatch");
+        let err = store
+            .write_blob(&Digest::of(b"x"), b"y")
+            .expect_err("mismatch");
         assert!(matches!(err, Error::DigestMismatch { .. }));
         assert!(!store.has_blob(&Digest::of(b"x")));
         let img = record(&[(b"blob", b"tar")]);
-        store.write_blob(&Digest::of(b"blob"), b"blob").expect("write");
-        store.write_blob(&Digest::of(b"orphan"), b"orphan").expect("write");
+        store
+            .write_blob(&Digest::of(b"blob"), b"blob")
+            .expect("write");
+        store
+            .write_blob(&Digest::of(b"orphan"), b"orphan")
+            .expect("write");
         store.put_image(&img, None).expect("put");
         let stats = store.gc().expect("gc");
         assert_eq!(stats.blobs, 1);
@@ -571,7 +602,9 @@ mod tests {
         // PID 0x7ffffffe is never a live process on Linux (pid_max is at most 2^22).
         let stale = dir.path().join("tmp/2147483646-0-layer");
         fs::create_dir_all(stale.join("a/b")).expect("mkdir");
-        let live = dir.path().join(format!("tmp/{}-0-blob", std::process::id()));
+        let live = dir
+            .path()
+            .join(format!("tmp/{}-0-blob", std::process::id()));
         fs::write(&live, b"x").expect("write");
         drop(Store::open(dir.path()).expect("reopen"));
         assert!(!stale.exists());

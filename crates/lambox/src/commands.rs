@@ -30,7 +30,12 @@ pub struct ImportArgs {
     #[arg(long, requires = "password")]
     username: Option<String>,
     /// Registry password or token
-    #[arg(long, requires = "username", env = "LAMBOX_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        requires = "username",
+        env = "LAMBOX_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// Registry auth file [default: $REGISTRY_AUTH_FILE, else ~/.docker/config.json]
     #[arg(long)]
@@ -102,7 +107,12 @@ pub struct LintArgs {
     import: ImportArgs,
 }
 
-fn run_import(ctx: &Ctx, source: &Source, name: Option<String>, args: &ImportArgs) -> Result<ImportOutcome> {
+fn run_import(
+    ctx: &Ctx,
+    source: &Source,
+    name: Option<String>,
+    args: &ImportArgs,
+) -> Result<ImportOutcome> {
     let options = RegistryOptions {
         plain_http: args.plain_http,
         username: args.username.clone(),
@@ -121,7 +131,13 @@ fn run_import(ctx: &Ctx, source: &Source, name: Option<String>, args: &ImportArg
         jobs: args.jobs.max(1),
     };
     let reporter = Reporter::new(args.quiet);
-    let outcome = import(&ctx.store, src.as_ref(), &source.to_string(), &opts, &reporter)?;
+    let outcome = import(
+        &ctx.store,
+        src.as_ref(),
+        &source.to_string(),
+        &opts,
+        &reporter,
+    )?;
     if !args.quiet {
         eprintln!(
             "stored {} ({}, {}/{}): {} layers, {} bytes fetched, {} already stored",
@@ -140,7 +156,10 @@ fn run_import(ctx: &Ctx, source: &Source, name: Option<String>, args: &ImportArg
 pub fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitCode> {
     let source: Source = args.reference.parse()?;
     if !matches!(source, Source::Registry(_)) {
-        bail!("{} is not a registry reference: use `lambox load` for archives and layouts", args.reference);
+        bail!(
+            "{} is not a registry reference: use `lambox load` for archives and layouts",
+            args.reference
+        );
     }
     let outcome = run_import(ctx, &source, None, &args.import)?;
     println!("{}", outcome.image.digest);
@@ -175,7 +194,10 @@ pub fn images(ctx: &Ctx, args: ImagesArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<50} {:<14} {:<14} {:>10}", "NAME", "IMAGE ID", "PLATFORM", "SIZE");
+    println!(
+        "{:<50} {:<14} {:<14} {:>10}",
+        "NAME", "IMAGE ID", "PLATFORM", "SIZE"
+    );
     for e in &all {
         let names: Vec<&str> = if e.names.is_empty() {
             vec!["<none>"]
@@ -198,7 +220,8 @@ pub fn images(ctx: &Ctx, args: ImagesArgs) -> Result<ExitCode> {
 /// The image config as a JSON value (the stored blob, verified at import).
 fn config_json(store: &Store, e: &ImageEntry) -> Result<serde_json::Value> {
     let bytes = store.read_blob(&e.image.config_digest)?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parse config {}", e.image.config_digest))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("parse config {}", e.image.config_digest))
 }
 
 pub fn inspect(ctx: &Ctx, args: InspectArgs) -> Result<ExitCode> {
@@ -261,6 +284,93 @@ pub fn prune(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 pub fn lint(ctx: &Ctx, args: LintArgs) -> Result<ExitCode> {
-    let _ = (ctx, args);
-    bail!("lint: not wired yet")
+    use lambox_image::lint::{self, Finding, Level, LintInput, LintReport, Overrides};
+    // A stored image, or else a source: import it first. Import refusals that are lint
+    // verdicts (several platforms, not linux, too large) become error findings.
+    let entry = match ctx.store.find(&args.image) {
+        Ok(e) => e,
+        Err(lambox_image::Error::ImageNotFound(_)) if args.image.parse::<Source>().is_ok() => {
+            let source: Source = args.image.parse()?;
+            match run_import(ctx, &source, None, &args.import) {
+                Ok(outcome) => ctx.store.find(&outcome.image.digest.to_string())?,
+                Err(e) => {
+                    let code = match e.downcast_ref::<lambox_image::Error>() {
+                        Some(lambox_image::Error::Platform(_)) => "unsupported-platform",
+                        Some(lambox_image::Error::TooLarge { .. }) => "image-too-large",
+                        _ => return Err(e),
+                    };
+                    let report = LintReport {
+                        findings: vec![Finding {
+                            level: Level::Error,
+                            code,
+                            message: e.to_string(),
+                        }],
+                    };
+                    return print_lint(&args.image, &report, args.json);
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config_bytes = ctx.store.read_blob(&entry.image.config_digest)?;
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("parse config {}", entry.image.config_digest))?;
+    let view = lambox_image::layered::LayeredView::new(
+        entry
+            .image
+            .layers
+            .iter()
+            .map(|l| ctx.store.layer_path(&l.diff_id))
+            .collect(),
+    );
+    let overrides = Overrides {
+        entrypoint: args.entrypoint,
+        cmd: args.cmd,
+        workdir: args.workdir,
+    };
+    let report = lint::lint(&LintInput {
+        view: &view,
+        config: &config,
+        uncompressed_size: entry.image.uncompressed_size(),
+        max_size: ctx.max_image_size,
+        overrides: &overrides,
+    });
+    let name = entry
+        .names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| entry.image.digest.to_string());
+    print_lint(&name, &report, args.json)
+}
+
+fn print_lint(
+    image: &str,
+    report: &lambox_image::lint::LintReport,
+    json: bool,
+) -> Result<ExitCode> {
+    if json {
+        let mut v = serde_json::to_value(report)?;
+        v["Image"] = serde_json::Value::String(image.to_string());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for f in &report.findings {
+            let level = serde_json::to_value(f.level)?;
+            println!(
+                "{}: {}: {}",
+                level.as_str().unwrap_or("?"),
+                f.code,
+                f.message
+            );
+        }
+        if report.deployable() {
+            println!("{image}: deployable");
+        } else {
+            println!("{image}: not deployable");
+        }
+    }
+    Ok(if report.deployable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

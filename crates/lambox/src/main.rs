@@ -48,7 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LAMBOX_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LAMBOX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -57,7 +58,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the chain joined, as every error in lambox is one line.
-            let msg = e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("lambox: error: {}", msg.replace('\n', " "));
             ExitCode::FAILURE
         }
@@ -65,7 +70,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let root = cli.data_dir.clone().unwrap_or_else(lambox_image::store::Store::default_root);
+    let root = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(lambox_image::store::Store::default_root);
     let store = lambox_image::store::Store::open(&root)
         .with_context(|| format!("open data directory {}", root.display()))?;
     let ctx = commands::Ctx {

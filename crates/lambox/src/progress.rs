@@ -50,9 +50,11 @@ impl Progress for Reporter {
             Reporter::Bars { multi, bars } => {
                 let bar = multi.add(ProgressBar::new(size));
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(format!("layer {}", digest.short()));
                 *slot(&mut bars.lock().unwrap_or_else(|p| p.into_inner()), index) = Some(bar);
@@ -81,7 +83,9 @@ impl Progress for Reporter {
                 }
             }
             Reporter::Lines { names } => {
-                if let Some(Some((name, size))) = names.lock().unwrap_or_else(|p| p.into_inner()).get(index) {
+                if let Some(Some((name, size))) =
+                    names.lock().unwrap_or_else(|p| p.into_inner()).get(index)
+                {
                     if reused {
                         eprintln!("layer {name}: already stored");
                     } else {

@@ -20,7 +20,10 @@ use crate::{Digest, Error, Result};
 #[derive(Debug)]
 enum Files {
     Dir(PathBuf),
-    Tar { path: PathBuf, entries: HashMap<String, (u64, u64)> },
+    Tar {
+        path: PathBuf,
+        entries: HashMap<String, (u64, u64)>,
+    },
 }
 
 fn normalise(name: &str) -> String {
@@ -44,7 +47,10 @@ impl Files {
         let mut archive = tar::Archive::new(file);
         let mut entries = HashMap::new();
         let mut links = Vec::new();
-        for entry in archive.entries_with_seek().map_err(|e| Error::malformed(&object, e))? {
+        for entry in archive
+            .entries_with_seek()
+            .map_err(|e| Error::malformed(&object, e))?
+        {
             let entry = entry.map_err(|e| Error::malformed(&object, e))?;
             let name = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
             let kind = entry.header().entry_type();
@@ -55,7 +61,9 @@ impl Files {
                 if let Some(target) = entry.link_name_bytes() {
                     let target = String::from_utf8_lossy(&target).into_owned();
                     let base = if kind.is_symlink() {
-                        name.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()
+                        name.rsplit_once('/')
+                            .map(|(d, _)| d.to_string())
+                            .unwrap_or_default()
                     } else {
                         String::new()
                     };
@@ -94,11 +102,15 @@ impl Files {
                 Ok((Box::new(f), len))
             }
             Files::Tar { path, entries } => {
-                let &(offset, size) = entries.get(&normalise(name)).ok_or_else(|| Error::NotFound {
-                    object: format!("{name} in {}", path.display()),
-                })?;
+                let &(offset, size) =
+                    entries
+                        .get(&normalise(name))
+                        .ok_or_else(|| Error::NotFound {
+                            object: format!("{name} in {}", path.display()),
+                        })?;
                 let mut f = File::open(path).ctx(|| format!("open {}", path.display()))?;
-                f.seek(SeekFrom::Start(offset)).ctx(|| format!("read {}", path.display()))?;
+                f.seek(SeekFrom::Start(offset))
+                    .ctx(|| format!("read {}", path.display()))?;
                 Ok((Box::new(f.take(size)), size))
             }
         }
@@ -157,10 +169,13 @@ impl OciLayout {
             #[serde(rename = "imageLayoutVersion")]
             version: String,
         }
-        let layout: Layout =
-            serde_json::from_slice(&layout).map_err(|e| Error::malformed(format!("{object} oci-layout"), e))?;
+        let layout: Layout = serde_json::from_slice(&layout)
+            .map_err(|e| Error::malformed(format!("{object} oci-layout"), e))?;
         if !layout.version.starts_with("1.") {
-            return Err(Error::malformed(&object, format!("unsupported imageLayoutVersion {:?}", layout.version)));
+            return Err(Error::malformed(
+                &object,
+                format!("unsupported imageLayoutVersion {:?}", layout.version),
+            ));
         }
         let index_bytes = files.read_small("index.json")?;
         let index: manifest::Index = serde_json::from_slice(&index_bytes)
@@ -187,7 +202,10 @@ impl OciLayout {
                 _ => {
                     return Err(Error::malformed(
                         &object,
-                        format!("index.json lists several images; name one with oci:PATH:TAG (tags: {})", names()),
+                        format!(
+                        "index.json lists several images; name one with oci:PATH:TAG (tags: {})",
+                        names()
+                    ),
                     ))
                 }
             },
@@ -199,10 +217,11 @@ impl OciLayout {
 
 impl BlobSource for OciLayout {
     fn root_manifest(&self) -> Result<RawManifest> {
-        self.manifest(&self.root.digest.clone()).map(|m| RawManifest {
-            media_type: Some(self.root.media_type.clone()).filter(|m| !m.is_empty()),
-            ..m
-        })
+        self.manifest(&self.root.digest.clone())
+            .map(|m| RawManifest {
+                media_type: Some(self.root.media_type.clone()).filter(|m| !m.is_empty()),
+                ..m
+            })
     }
 
     fn manifest(&self, digest: &Digest) -> Result<RawManifest> {
@@ -252,17 +271,28 @@ impl DockerArchive {
         let entry = match entries.as_slice() {
             [one] => one,
             [] => return Err(Error::malformed(&object, "manifest.json lists no images")),
-            _ => return Err(Error::malformed(&object, "manifest.json lists several images; lambox loads one image per archive")),
+            _ => {
+                return Err(Error::malformed(
+                    &object,
+                    "manifest.json lists several images; lambox loads one image per archive",
+                ))
+            }
         };
         let config_bytes = files.read_small(&entry.config)?;
         let config_digest = Digest::of(&config_bytes);
-        let info = manifest::parse_config(&format!("{object} config"), &config_bytes, entry.layers.len())?;
+        let info = manifest::parse_config(
+            &format!("{object} config"),
+            &config_bytes,
+            entry.layers.len(),
+        )?;
         let mut blobs = HashMap::from([(config_digest.clone(), entry.config.clone())]);
         let mut layers = Vec::new();
         for (i, name) in entry.layers.iter().enumerate() {
             let (mut r, size) = files.open(name)?;
             let mut head = [0u8; 4];
-            let n = r.read(&mut head).ctx(|| format!("read {name} in {object}"))?;
+            let n = r
+                .read(&mut head)
+                .ctx(|| format!("read {name} in {object}"))?;
             let compression = Compression::sniff(&head[..n]);
             let (digest, media_type) = match compression {
                 // An uncompressed layer's digest is its diff_id; the import verifies it.
@@ -281,7 +311,8 @@ impl DockerArchive {
                 }
             };
             blobs.insert(digest.clone(), name.clone());
-            layers.push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}));
+            layers
+                .push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}));
         }
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,

@@ -141,8 +141,9 @@ fn valid_repository(repo: &str) -> bool {
             !b.is_empty()
                 && b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+                && b.iter().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+                })
         })
 }
 
@@ -196,7 +197,9 @@ impl std::str::FromStr for Source {
             None => (path, None),
         };
         if !valid_repository(repository) {
-            return Err(bad("invalid repository name (lower-case letters, digits, '.', '_', '-' and '/')"));
+            return Err(bad(
+                "invalid repository name (lower-case letters, digits, '.', '_', '-' and '/')",
+            ));
         }
         if let Some(t) = &tag {
             if !valid_tag(t) {
@@ -237,14 +240,19 @@ impl Source {
     /// Open the source for reading.
     pub fn open(&self, registry: &RegistryOptions) -> Result<Box<dyn BlobSource>> {
         match self {
-            Source::Registry(r) => Ok(Box::new(registry::RegistrySource::new(r.clone(), registry)?)),
+            Source::Registry(r) => Ok(Box::new(registry::RegistrySource::new(
+                r.clone(),
+                registry,
+            )?)),
             Source::DockerArchive(p) => Ok(Box::new(archive::DockerArchive::open(p)?)),
-            Source::OciLayout { path, tag } => {
-                Ok(Box::new(archive::OciLayout::open_dir(path, tag.as_deref())?))
-            }
-            Source::OciArchive { path, tag } => {
-                Ok(Box::new(archive::OciLayout::open_archive(path, tag.as_deref())?))
-            }
+            Source::OciLayout { path, tag } => Ok(Box::new(archive::OciLayout::open_dir(
+                path,
+                tag.as_deref(),
+            )?)),
+            Source::OciArchive { path, tag } => Ok(Box::new(archive::OciLayout::open_archive(
+                path,
+                tag.as_deref(),
+            )?)),
         }
     }
 }
@@ -286,7 +294,9 @@ mod tests {
             }
         );
         assert_eq!(
-            "oci-archive:img.tar".parse::<Source>().expect("oci-archive"),
+            "oci-archive:img.tar"
+                .parse::<Source>()
+                .expect("oci-archive"),
             Source::OciArchive {
                 path: "img.tar".into(),
                 tag: None
