@@ -1,0 +1,295 @@
+//! Helpers shared by the lambox integration tests (`mod common;`).
+//!
+//! - [`fixtures`]: the fixture cache built by `scripts/build-fixtures.sh`
+//!   (run once per test process), [`image`], [`oci`], [`docker_archive`].
+//! - [`lambox`]: a `Command` for the binary under test; [`DataDir`] gives it a
+//!   throw-away `--data-dir`.
+//! - [`Registry`]: a loopback `docker-registry` with storage in a temp dir,
+//!   killed on drop; [`Registry::push`] copies an image into it with skopeo.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where `scripts/build-fixtures.sh` puts the fixtures unless told otherwise.
+pub const DEFAULT_FIXTURES: &str = "/var/cache/lambox-fixtures";
+
+/// The workspace root (the directory with `scripts/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("canonicalize the workspace root")
+}
+
+/// The fixture cache directory, built (or checked, which takes about a second
+/// when nothing changed) by `scripts/build-fixtures.sh` once per test process.
+/// Honours `LAMBOX_FIXTURES`. Panics with the script's output if it fails.
+pub fn fixtures() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("LAMBOX_FIXTURES")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_FIXTURES));
+        let script = repo_root().join("scripts/build-fixtures.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        if !out.status.success() {
+            panic!(
+                "building the test fixtures failed ({}): {} {}\n\
+                 (run it by hand as root; scripts/setup.sh installs what it needs)\n\
+                 --- stdout ---\n{}\n--- stderr ---\n{}",
+                out.status,
+                script.display(),
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+        }
+        dir.canonicalize()
+            .unwrap_or_else(|e| panic!("fixture dir {}: {e}", dir.display()))
+    })
+    .clone()
+}
+
+/// `fixtures()/images/NAME`, which must exist (panics with the reason if the
+/// build skipped it, e.g. `images/NAME.SKIPPED` for the buildah images).
+pub fn image(name: &str) -> PathBuf {
+    let images = fixtures().join("images");
+    let dir = images.join(name);
+    if !dir.join("oci/index.json").is_file() {
+        let why = std::fs::read_to_string(images.join(format!("{name}.SKIPPED")))
+            .unwrap_or_else(|_| "no such fixture".to_owned());
+        panic!(
+            "fixture image {name} missing in {}: {why}",
+            images.display()
+        );
+    }
+    dir
+}
+
+/// The OCI layout of fixture image NAME (its only tag is `latest`).
+pub fn oci(name: &str) -> PathBuf {
+    image(name).join("oci")
+}
+
+/// `oci:PATH:latest` for fixture image NAME, as skopeo (and lambox) spell it.
+pub fn oci_ref(name: &str) -> String {
+    format!("oci:{}:latest", oci(name).display())
+}
+
+/// The docker-archive (`docker save` style tar) of fixture image NAME, tagged
+/// `localhost/NAME:latest`.
+pub fn docker_archive(name: &str) -> PathBuf {
+    let p = image(name).join("docker.tar");
+    assert!(p.is_file(), "fixture {name} has no docker.tar");
+    p
+}
+
+/// The binary under test.
+pub fn lambox() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambox"));
+    cmd.env_remove("LAMBOX_DATA_DIR").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs CMD, panics (showing its output) unless it exits 0; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throw-away lambox data directory.
+#[derive(Debug)]
+pub struct DataDir(pub tempfile::TempDir);
+
+impl DataDir {
+    pub fn new() -> Self {
+        DataDir(
+            tempfile::Builder::new()
+                .prefix("lambox-data-")
+                .tempdir()
+                .expect("create a temp data dir"),
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// `["--data-dir", PATH]` (a global option: it may go anywhere).
+    pub fn args(&self) -> [OsString; 2] {
+        ["--data-dir".into(), self.0.path().as_os_str().to_owned()]
+    }
+
+    /// `lambox --data-dir PATH`.
+    pub fn lambox(&self) -> Command {
+        let mut cmd = lambox();
+        cmd.args(self.args());
+        cmd
+    }
+}
+
+impl Default for DataDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; racy by nature).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Minimal HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
+    )?;
+    s.shutdown(Shutdown::Write)?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {buf:.100}")))?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// A loopback `docker-registry` (CNCF distribution) on a free port, plain
+/// HTTP, no auth, storage in a temp dir. Killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("lambox-registry-")
+            .tempdir()
+            .expect("create a registry temp dir");
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: {addr}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("write registry config");
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path).expect("create registry log");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log fd"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start docker-registry ({e}); run scripts/setup.sh")
+                });
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if matches!(http_get(&addr, "/v2/"), Ok((200, _))) {
+                    return Registry { child, addr, dir };
+                }
+                if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        }
+        panic!("docker-registry did not come up on loopback; last log:\n{last_log}");
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// `ADDR/REPO_TAG`, a reference into this registry.
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.addr)
+    }
+
+    /// Where the registry stores its data.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Copies an image into the registry as REPO:TAG with skopeo
+    /// (`--all`: every manifest of an index). SRC is an OCI layout directory
+    /// (tag `latest`), a `.tar` docker-archive, or any skopeo reference
+    /// (`oci:DIR:TAG`, `docker-archive:FILE`, ...). FORMAT is skopeo's
+    /// `--format` (`v2s2` for Docker v2 schema 2 manifests, `oci`), or None to
+    /// keep the source's.
+    pub fn push(&self, oci_dir_or_src: &str, dest_repo_tag: &str, format: Option<&str>) {
+        let p = Path::new(oci_dir_or_src);
+        let src = if p.join("index.json").is_file() {
+            format!("oci:{oci_dir_or_src}:latest")
+        } else if p.is_file() && oci_dir_or_src.ends_with(".tar") {
+            format!("docker-archive:{oci_dir_or_src}")
+        } else {
+            oci_dir_or_src.to_owned()
+        };
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--all", "--dest-tls-verify=false"]);
+        if let Some(f) = format {
+            cmd.args(["--format", f]);
+        }
+        cmd.arg(&src)
+            .arg(format!("docker://{}/{dest_repo_tag}", self.addr))
+            .stdin(Stdio::null());
+        run_ok(&mut cmd);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
