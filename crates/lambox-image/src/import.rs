@@ -324,6 +324,45 @@ fn sniff<R: Read>(mut r: R) -> io::Result<(Compression, Replayed<R>)> {
     Ok((Compression::sniff(&head), io::Cursor::new(head).chain(r)))
 }
 
+/// A layer whose tar or compression is broken may just be corrupt (in transit, or on disk): if
+/// its compressed bytes are not what the manifest says, report that instead, since it is the
+/// cause. This reads the rest of the compressed blob, at most its declared size; nothing more is
+/// decompressed or unpacked. Other errors (hostile entries, the size limit) are kept as they are.
+fn blame_corruption<R: Read>(
+    err: Error,
+    mut blob_hash: HashingReader<R>,
+    desc: &Descriptor,
+    object: &str,
+) -> Error {
+    if !matches!(err, Error::Malformed { .. } | Error::Io { .. }) {
+        return err;
+    }
+    let rest = desc
+        .size
+        .saturating_sub(blob_hash.count())
+        .saturating_add(1);
+    if io::copy(&mut (&mut blob_hash).take(rest), &mut io::sink()).is_err()
+        || blob_hash.count() > desc.size
+    {
+        return err;
+    }
+    if blob_hash.count() < desc.size {
+        return Error::SizeMismatch {
+            object: object.to_string(),
+            expected: desc.size,
+            actual: blob_hash.count(),
+        };
+    }
+    match blob_hash.finish() {
+        Ok((_, actual, _)) if actual != desc.digest => Error::DigestMismatch {
+            object: object.to_string(),
+            expected: desc.digest.clone(),
+            actual,
+        },
+        _ => err,
+    }
+}
+
 /// A layer in the store, the compressed bytes fetched for it, and whether it was reused.
 type Ingested = (LayerRecord, u64, bool);
 
@@ -385,11 +424,16 @@ fn ingest_layer(
         let blob_hash = HashingReader::new(tee);
         let (compression, sniffed) = sniff(blob_hash).ctx(|| format!("read {layer_object}"))?;
         // The bytes decide, not the media type: mislabelled layers are common in the wild.
-        let decoder = Decoder::new(compression, sniffed).ctx(|| format!("read {layer_object}"))?;
-        let mut tar_hash = HashingReader::new(decoder);
-        // On error, stop at once: draining the rest could mean inflating a bomb.
-        unpack_layer(&mut tar_hash, &layer_tmp, &desc.digest.to_string(), budget)?;
-        let (decoder, actual_diff, tar_size) = tar_hash
+        let mut decoder =
+            Decoder::new(compression, sniffed).ctx(|| format!("read {layer_object}"))?;
+        let mut tar_hash = HashingReader::new(&mut decoder);
+        // On error, stop inflating at once: draining could mean inflating a bomb. Only the rest
+        // of the compressed blob may be read, to tell a corrupt blob from a bad tar.
+        if let Err(e) = unpack_layer(&mut tar_hash, &layer_tmp, &desc.digest.to_string(), budget) {
+            let (_, blob_hash) = decoder.into_inner().into_inner();
+            return Err(blame_corruption(e, blob_hash, desc, &layer_object));
+        }
+        let (_, actual_diff, tar_size) = tar_hash
             .finish()
             .map_err(|e| Error::malformed(&layer_object, format!("cannot decompress: {e}")))?;
         let (_, blob_hash) = decoder.into_inner().into_inner();
