@@ -38,8 +38,8 @@ pub enum Error {
     #[error("{0}")]
     Platform(String),
 
-    #[error("image is larger than the limit of {limit} bytes uncompressed (Lambda allows at most 10 GB)")]
-    TooLarge { limit: u64 },
+    #[error("{object}: image is larger than the limit of {limit} bytes uncompressed (Lambda's limit is 10 GiB)")]
+    TooLarge { object: String, limit: u64 },
 
     #[error("layer {layer}: refused entry {entry:?}: {reason}")]
     HostileEntry {

@@ -100,8 +100,9 @@ pub fn import(
             });
         }
     }
+    let root_object = format!("{object} manifest {root_digest}");
     let (raw, digest, parsed) =
-        match manifest::parse(object, &root.bytes, root.media_type.as_deref())? {
+        match manifest::parse(&root_object, &root.bytes, root.media_type.as_deref())? {
             Parsed::Manifest(m) => (root, root_digest, m),
             Parsed::Index(index) => {
                 let chosen = manifest::select_platform(object, &index, options.platform.as_ref())?;
@@ -185,9 +186,13 @@ pub fn import(
                 layers.push(layer);
             }
             // Keep the most telling error: a size-limit hit beats the knock-on errors.
-            Some(Err(e)) if first_error.is_none() || matches!(e, Error::TooLarge { .. }) => {
-                first_error = Some(e);
+            Some(Err(Error::TooLarge { limit, .. })) => {
+                first_error = Some(Error::TooLarge {
+                    object: object.to_string(),
+                    limit,
+                });
             }
+            Some(Err(e)) if first_error.is_none() => first_error = Some(e),
             Some(Err(_)) => {}
             None => {}
         }

@@ -89,6 +89,8 @@ pub struct Store {
     root: PathBuf,
     db: Mutex<Connection>,
     lock: File,
+    /// Stale temps removed when the store was opened (reported by the next `gc`).
+    cleaned_on_open: AtomicU64,
 }
 
 /// Holds the store's import lock (shared) or GC lock (exclusive) until dropped.
@@ -159,8 +161,10 @@ impl Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
             lock,
+            cleaned_on_open: AtomicU64::new(0),
         };
-        store.clean_stale_temps()?;
+        let cleaned = store.clean_stale_temps()?;
+        store.cleaned_on_open.store(cleaned, Ordering::Relaxed);
         Ok(store)
     }
 
@@ -429,7 +433,7 @@ impl Store {
     pub fn gc(&self) -> Result<GcStats> {
         let _guard = self.lock(true)?;
         let mut stats = GcStats {
-            temps: self.clean_stale_temps()?,
+            temps: self.clean_stale_temps()? + self.cleaned_on_open.swap(0, Ordering::Relaxed),
             ..GcStats::default()
         };
         let images = self.images()?;

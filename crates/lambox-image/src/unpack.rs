@@ -115,7 +115,10 @@ impl SizeBudget {
     pub fn charge(&self, n: u64) -> Result<()> {
         let total = self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if total > self.limit {
-            Err(Error::TooLarge { limit: self.limit })
+            Err(Error::TooLarge {
+                object: "image".to_string(),
+                limit: self.limit,
+            })
         } else {
             Ok(())
         }
@@ -431,6 +434,7 @@ impl Unpacker<'_> {
     fn stream_error(&self, e: io::Error, what: &str) -> Error {
         if self.state.over_budget.get() {
             Error::TooLarge {
+                object: "image".to_string(),
                 limit: self.budget.limit(),
             }
         } else if self.state.failed.get() {
@@ -1905,7 +1909,7 @@ mod tests {
         let started = Instant::now();
         let err = unpack_layer(bomb, &s.dest, LAYER, &SizeBudget::new(limit)).expect_err("bomb");
         assert!(
-            matches!(err, Error::TooLarge { limit: l } if l == limit),
+            matches!(err, Error::TooLarge { limit: l, .. } if l == limit),
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(20));
