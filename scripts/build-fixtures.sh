@@ -11,7 +11,9 @@
 # and editing the scripts rebuilds the images. The two slow network steps
 # (debootstrap, pip) are keyed on their recipe only, so editing this script
 # does not redo them; delete CACHE_DIR/stamps/rootfs-debian-python or
-# CACHE_DIR/stamps/pip-awslambdaric to force them.
+# CACHE_DIR/stamps/pip-awslambdaric (or pip-tools) to force them. The Rust
+# function (functions/echo-rust) is built with cargo only when the sha256 of its
+# sources + Cargo.lock (+ rustc -V) changes (stamp rust-echo-rust).
 #
 # Layout of CACHE_DIR (every image has an OCI layout `oci/` whose index.json
 # references it as tag `latest`):
@@ -22,6 +24,17 @@
 #   rootfs/debian-python.pyver  its python3 minor version (3.11)
 #   pip/awslambdaric/           awslambdaric installed with pip --target for that version
 #   build/hello-python/         the build context: function/{app.py, awslambdaric...}
+#   build/probe-python/         the same for probe-python: function/{probe.py, awslambdaric...}
+#   build/echo-rust/bootstrap   functions/echo-rust built with `cargo build --release`
+#                               (target dir: $LAMBOX_FIXTURES_CARGO_TARGET, default
+#                               REPO/target/lambox-fixtures), debuginfo stripped
+#   bin/aws-lambda-rie          AWS's Runtime Interface Emulator (x86_64, static), from
+#                               the aws-sam-cli wheel (samcli/local/rapid/aws-lambda-rie-x86_64)
+#   bin/cargo-lambda            -> ../pip/cargo-lambda/bin/cargo-lambda (`cargo-lambda lambda watch`)
+#   bin/VERSIONS                where those two came from, versions, sha256
+#   pip/cargo-lambda/           cargo-lambda from PyPI, pip install --target --no-deps
+#                               (its ziglang dependency, 400 MB, is only for cross builds)
+#   logs/rie-check.log          the last check of the function images under the RIE
 #   images/NAME/oci/            OCI layout, tag latest
 #   images/NAME/docker.tar      docker-archive, localhost/NAME:latest (single-platform images)
 #   images/busybox/oci-v2s2/    OCI layout holding a Docker v2 schema 2 manifest
@@ -41,6 +54,15 @@
 #   layers-whiteout       3 layers: whiteout, opaque dir, hardlink, symlink, setuid, uid 1000
 #   debian-python         the debootstrapped base alone (1 layer)
 #   hello-python          the bundled example: base + /function (awslambdaric, app.py)
+#   rust-echo             functions/echo-rust (lambda_runtime) at /var/task/bootstrap plus
+#                         the glibc libraries `ldd` lists, copied from the host; no shell;
+#                         1 layer; Entrypoint ["/var/task/bootstrap"], no Cmd
+#   shell-runtime         busybox + /var/task/bootstrap: a POSIX sh custom runtime using
+#                         busybox wget (scripts/fixtures/shell-runtime/bootstrap); 2 layers;
+#                         Entrypoint ["/var/task/bootstrap"], no Cmd
+#   probe-python          debian-python base (shared layer) + awslambdaric + probe.py
+#                         (scripts/fixtures/probe-python); Cmd ["probe.handler"]: reports
+#                         uid, caps, mounts, cgroup, rlimits, /tmp, env... from inside
 #   hello-python-buildah  the same by `buildah bud` from examples/hello-python/Dockerfile
 #   buildah-run           busybox + a buildah RUN layer (stray etc/hostname, run/)
 set -Eeuo pipefail
@@ -281,6 +303,106 @@ else
   log "hello-python build context: staged"
 fi
 
+# The probe-python build context: function/ = awslambdaric + probe.py.
+PROBE_PY=$HERE/fixtures/probe-python/probe.py
+[[ -f $PROBE_PY ]] || die "$PROBE_PY missing"
+PROBE_CTX=$BUILD/probe-python
+PROBE_CTX_KEY="$SCRIPT_KEY $(stamp_get pip-awslambdaric) probe=$(sha "$PROBE_PY")"
+if stamp_ok ctx-probe-python "$PROBE_CTX_KEY" && [[ -f $PROBE_CTX/function/probe.py ]]; then
+  log "probe-python build context: cached"
+else
+  safe_rm "$PROBE_CTX"
+  mkdir -p "$PROBE_CTX/function"
+  cp -a "$CACHE/pip/awslambdaric/." "$PROBE_CTX/function/"
+  install -m 0644 "$PROBE_PY" "$PROBE_CTX/function/probe.py"
+  chmod 0755 "$PROBE_CTX" "$PROBE_CTX/function"
+  stamp_set ctx-probe-python "$PROBE_CTX_KEY"
+  log "probe-python build context: staged"
+fi
+
+# AWS's Runtime Interface Emulator (inside the aws-sam-cli wheel) and
+# cargo-lambda, both from PyPI, pinned. Not used to build images: they are
+# the behaviour oracle and speed peers for tests and benchmarks (see
+# scripts/rie-run.sh). cargo-lambda's only dependency, ziglang (~400 MB), is
+# for cross-compiling and is left out (--no-deps).
+SAM_CLI_VERSION=1.170.0
+CARGO_LAMBDA_VERSION=1.9.2
+TOOLS_KEY="tools v1 aws-sam-cli==$SAM_CLI_VERSION:samcli/local/rapid/aws-lambda-rie-x86_64 cargo-lambda==$CARGO_LAMBDA_VERSION --no-deps"
+if stamp_ok pip-tools "$TOOLS_KEY" && [[ -x $CACHE/bin/aws-lambda-rie && -x $CACHE/pip/cargo-lambda/bin/cargo-lambda && -f $CACHE/bin/VERSIONS ]]; then
+  log "tools (aws-lambda-rie, cargo-lambda): cached"
+else
+  t=$EPOCHREALTIME
+  PY=$(find_pip_python)
+  mkdir -p "$CACHE/bin" "$CACHE/pip"
+  safe_rm "$CACHE/pip/.sam-cli.tmp" "$CACHE/pip/.cargo-lambda.tmp"
+  : >"$LOGS/pip-tools.log"
+  PIPQ=(env PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip)
+  q pip-tools.log "${PIPQ[@]}" download --no-input --no-deps --only-binary=:all: \
+    -d "$CACHE/pip/.sam-cli.tmp" "aws-sam-cli==$SAM_CLI_VERSION"
+  q pip-tools.log "$PY" - "$CACHE/pip/.sam-cli.tmp" "$CACHE/bin/.aws-lambda-rie.tmp" <<'PY'
+import glob, shutil, sys, zipfile
+(whl,) = glob.glob(sys.argv[1] + "/aws_sam_cli-*.whl")
+with zipfile.ZipFile(whl) as z, z.open("samcli/local/rapid/aws-lambda-rie-x86_64") as src, \
+        open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod 0755 "$CACHE/bin/.aws-lambda-rie.tmp"
+  mv "$CACHE/bin/.aws-lambda-rie.tmp" "$CACHE/bin/aws-lambda-rie"
+  safe_rm "$CACHE/pip/.sam-cli.tmp"
+  q pip-tools.log "${PIPQ[@]}" install --no-input --root-user-action=ignore --no-deps \
+    --only-binary=:all: --target "$CACHE/pip/.cargo-lambda.tmp" "cargo-lambda==$CARGO_LAMBDA_VERSION"
+  [[ -x $CACHE/pip/.cargo-lambda.tmp/bin/cargo-lambda ]] || die "the cargo-lambda wheel has no bin/cargo-lambda"
+  safe_rm "$CACHE/pip/cargo-lambda"
+  mv "$CACHE/pip/.cargo-lambda.tmp" "$CACHE/pip/cargo-lambda"
+  ln -sfn ../pip/cargo-lambda/bin/cargo-lambda "$CACHE/bin/cargo-lambda"
+  {
+    printf 'aws-lambda-rie  aws-sam-cli %s (PyPI wheel, samcli/local/rapid/aws-lambda-rie-x86_64) sha256 %s\n' \
+      "$SAM_CLI_VERSION" "$(sha "$CACHE/bin/aws-lambda-rie")"
+    printf 'cargo-lambda    %s (PyPI cargo-lambda==%s, pip --target --no-deps) sha256 %s\n' \
+      "$("$CACHE/pip/cargo-lambda/bin/cargo-lambda" lambda --version 2>&1 | head -n 1)" \
+      "$CARGO_LAMBDA_VERSION" "$(sha "$CACHE/pip/cargo-lambda/bin/cargo-lambda")"
+  } >"$CACHE/bin/VERSIONS"
+  stamp_set pip-tools "$TOOLS_KEY"
+  log "tools (aws-lambda-rie, cargo-lambda): installed in $(elapsed "$t") s"
+fi
+
+# functions/echo-rust, built with cargo in its own target directory (so that
+# this never waits for, or invalidates, the caller's build). Keyed on its
+# sources, Cargo.lock and the compiler, not on this script: a warm run only
+# hashes a few files.
+ECHO_DIR=$REPO/functions/echo-rust
+[[ -f $ECHO_DIR/Cargo.toml ]] || die "functions/echo-rust missing"
+CARGO_BIN=${CARGO:-cargo}
+echo_rust_key() {
+  local rustc_v
+  rustc_v=$(rustc -V 2>/dev/null || echo "no rustc")
+  printf 'echo-rust v1 release strip=debuginfo rustc=%s src=%s\n' "$rustc_v" "$(
+    cd "$REPO" && {
+      find functions/echo-rust -name target -prune -o -type f -print0 | sort -z | xargs -0 sha256sum
+      sha256sum Cargo.lock
+    } | sha256sum | cut -d' ' -f1
+  )"
+}
+ECHO_KEY=$(echo_rust_key)
+ECHO_BIN=$BUILD/echo-rust/bootstrap
+if stamp_ok rust-echo-rust "$ECHO_KEY" && [[ -x $ECHO_BIN ]]; then
+  log "echo-rust: cached"
+else
+  t=$EPOCHREALTIME
+  command -v "$CARGO_BIN" >/dev/null 2>&1 || die "cargo not found: needed to build functions/echo-rust"
+  CARGO_TGT=${LAMBOX_FIXTURES_CARGO_TARGET:-$REPO/target/lambox-fixtures}
+  log "echo-rust: cargo build --release -p echo-rust (target dir $CARGO_TGT; log: $LOGS/cargo-echo-rust.log)"
+  : >"$LOGS/cargo-echo-rust.log"
+  q cargo-echo-rust.log env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+    "$CARGO_BIN" build --release -p echo-rust --manifest-path "$REPO/Cargo.toml" --target-dir "$CARGO_TGT"
+  mkdir -p "$BUILD/echo-rust"
+  install -m 0755 "$CARGO_TGT/release/echo-rust" "$BUILD/echo-rust/.bootstrap.tmp"
+  mv "$BUILD/echo-rust/.bootstrap.tmp" "$ECHO_BIN"
+  stamp_set rust-echo-rust "$ECHO_KEY"
+  log "echo-rust: built in $(elapsed "$t") s"
+fi
+
 # ----------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------
@@ -482,6 +604,205 @@ img_hello_python() {
 }
 build_image hello-python "$DEB_IMG_KEY $(stamp_get ctx-hello-python)" img_hello_python
 
+FN_ENV=(--env "$PY_ENV" --env LAMBDA_TASK_ROOT=/var/task --env LAMBDA_RUNTIME_DIR=/var/runtime)
+
+# The files the dynamic loader needs for echo-rust, as `ldd` lists them
+# (libc.so.6, libgcc_s.so.1, libm.so.6, /lib64/ld-linux-x86-64.so.2 with glibc).
+echo_rust_libs() {
+  { ldd "$ECHO_BIN" 2>/dev/null || true; } |
+    awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u
+}
+ECHO_LIBS_KEY=$(echo_rust_libs | while read -r l; do printf '%s=%s ' "$l" "$(sha "$l")"; done)
+
+img_rust_echo() { # echo-rust + its libraries, nothing else: no shell
+  local out=$1 r=$BUILD/rust-echo-root lib
+  safe_rm "$r"
+  mkdir -p "$r"/{etc,tmp,proc,sys,dev,opt,var/task,var/runtime}
+  install -m 0755 "$ECHO_BIN" "$r/var/task/bootstrap"
+  while read -r lib; do
+    [[ -n $lib ]] || continue
+    mkdir -p "$r$(dirname "$lib")"
+    cp -L "$lib" "$r$lib"
+  done < <(echo_rust_libs)
+  printf 'root:x:0:0:root:/root:/sbin/nologin\n' >"$r/etc/passwd"
+  printf 'root:x:0:\n' >"$r/etc/group"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$r/etc/hosts"
+  printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$r/etc/nsswitch.conf"
+  chmod 0644 "$r"/etc/*
+  find "$r" -type d -exec chmod 0755 {} +
+  chmod 1777 "$r/tmp"
+  q image-rust-echo.log "${MKIMAGE[@]}" image --out "$out/oci" --layer "$r" --mtime "$SOURCE_DATE_EPOCH" \
+    --entrypoint '["/var/task/bootstrap"]' --workdir /var/task "${FN_ENV[@]}"
+  skopeo_check rust-echo "$out/oci"
+  docker_archive rust-echo "$out"
+  safe_rm "$r"
+}
+build_image rust-echo "$SCRIPT_KEY $(stamp_get rust-echo-rust) libs: $ECHO_LIBS_KEY" img_rust_echo
+
+SHELL_BOOTSTRAP=$HERE/fixtures/shell-runtime/bootstrap
+[[ -f $SHELL_BOOTSTRAP ]] || die "$SHELL_BOOTSTRAP missing"
+img_shell_runtime() { # the busybox layer (shared) + /var/task/bootstrap
+  local out=$1 s=$BUILD/shell-runtime-layer
+  safe_rm "$s"
+  mkdir -p "$s/var/task"
+  install -m 0755 "$SHELL_BOOTSTRAP" "$s/var/task/bootstrap"
+  chmod 0755 "$s" "$s/var" "$s/var/task"
+  q image-shell-runtime.log "${MKIMAGE[@]}" image --out "$out/oci" \
+    --layer "$BB_TAR" --layer "$s" --mtime "$SOURCE_DATE_EPOCH" \
+    --entrypoint '["/var/task/bootstrap"]' --workdir /var/task "${FN_ENV[@]}"
+  skopeo_check shell-runtime "$out/oci"
+  docker_archive shell-runtime "$out"
+  safe_rm "$s"
+}
+build_image shell-runtime "$BB_IMG_KEY bootstrap=$(sha "$SHELL_BOOTSTRAP")" img_shell_runtime
+
+img_probe_python() { # like hello-python, with probe.py (no docker.tar: 240 MB)
+  local out=$1
+  q image-probe-python.log "${MKIMAGE[@]}" image --out "$out/oci" \
+    --layer "$ROOTFS/debian-python.tar" --layer "$PROBE_CTX" \
+    --entrypoint '["/usr/bin/python3","-m","awslambdaric"]' --cmd '["probe.handler"]' \
+    --workdir /function --env "$PY_ENV"
+  skopeo_check probe-python "$out/oci"
+}
+build_image probe-python "$DEB_IMG_KEY $(stamp_get ctx-probe-python)" img_probe_python
+
+# ----------------------------------------------------------------------------
+# The function images under AWS's Runtime Interface Emulator (the oracle):
+# unpack each image's layers into a temp root, run it with scripts/rie-run.sh,
+# invoke it with curl. Redone only when an image, the RIE or rie-run.sh
+# changes. What worked by hand, and what rie-run.sh does (reuse for benchmarks):
+#
+#   mkdir ROOT; for each layer blob in manifest order: tar --numeric-owner -xpf BLOB -C ROOT
+#   scripts/rie-run.sh ROOT 18080 -r -- /var/task/bootstrap        # rust-echo, shell-runtime
+#   scripts/rie-run.sh ROOT 18080 -r -w /function -- /usr/bin/python3 -m awslambdaric probe.handler
+#   curl --noproxy '*' -XPOST http://127.0.0.1:18080/2015-03-31/functions/function/invocations -d '{"a":1}'
+#   # -> {"a":1}
+#
+# where rie-run.sh runs, as root (ROOT itself is never written to):
+#   env -i PATH=... LAMBDA_TASK_ROOT=/var/task ... \
+#     unshare --mount --propagation private --pid --fork --kill-child=SIGKILL sh -c '
+#       mount -t tmpfs rie-run $TMP; mount -t overlay -o lowerdir=ROOT,upperdir=$TMP/upper,workdir=$TMP/work rie-run $TMP/merged
+#       cp aws-lambda-rie $TMP/merged/usr/local/bin/; mount -t proc proc $TMP/merged/proc
+#       (tmpfs /dev with null zero full random urandom bind-mounted; tmpfs /dev/shm; tmpfs /tmp 512m)
+#       mount -o remount,ro,bind $TMP/merged                      # -r
+#       exec unshare --root=$TMP/merged --wd=/var/task \
+#         /usr/local/bin/aws-lambda-rie --runtime-interface-emulator-address 127.0.0.1:18080 \
+#           --runtime-api-address 127.0.0.1:FREE_PORT /var/task/bootstrap'
+# The RIE's flags go before the entrypoint (it has no --help: unknown words are
+# the command); without --runtime-interface-emulator-address it listens on
+# 0.0.0.0:8080. It serves the Runtime API to the function on 127.0.0.1:9001
+# unless --runtime-api-address says otherwise (AWS_LAMBDA_RUNTIME_API follows).
+# ----------------------------------------------------------------------------
+RIE_PID= RIE_ADDR=
+RIE_SESSION_LOG=$LOGS/.rie-session.log
+rie_stop() {
+  if [[ -n $RIE_PID ]]; then
+    kill -TERM "$RIE_PID" 2>/dev/null || true
+    wait "$RIE_PID" 2>/dev/null || true
+    cat "$RIE_SESSION_LOG" >>"$LOGS/rie-check.log" 2>/dev/null || true
+    rm -f "$RIE_SESSION_LOG"
+  fi
+  RIE_PID=
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+rie_start() { # ROOT [rie-run options] -- ENTRYPOINT...: start, wait until ready
+  local root=$1 port attempt lf=$LOGS/rie-check.log
+  shift
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    printf '$ scripts/rie-run.sh %s %s -l warn %s\n' "$root" "$port" "$*" >>"$lf"
+    : >"$RIE_SESSION_LOG"
+    "$HERE/rie-run.sh" "$root" "$port" -l warn "$@" >>"$RIE_SESSION_LOG" 2>&1 &
+    RIE_PID=$! RIE_ADDR=127.0.0.1:$port
+    for _ in $(seq 200); do
+      if grep -q "rie-run: ready on $RIE_ADDR" "$RIE_SESSION_LOG"; then return 0; fi
+      kill -0 "$RIE_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    rie_stop
+  done
+  return 1
+}
+# rie_expect EVENT PYTHON_EXPR: invoke; EXPR (on the parsed JSON response r)
+# must be true.
+rie_expect() {
+  local lf=$LOGS/rie-check.log body
+  printf '$ curl -XPOST http://%s/2015-03-31/functions/function/invocations -d %q\n' "$RIE_ADDR" "$1" >>"$lf"
+  body=$(curl -sS --noproxy '*' --max-time 60 -XPOST \
+    "http://$RIE_ADDR/2015-03-31/functions/function/invocations" -d "$1" 2>>"$lf") || {
+    rie_stop
+    tail -n 30 "$lf" >&2
+    die "RIE check: invoking $RIE_ADDR failed (log: $lf)"
+  }
+  printf '%.2000s\n' "$body" >>"$lf"
+  if ! python3 -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+    "$body" "$2" 2>>"$lf"; then
+    rie_stop
+    tail -n 30 "$lf" >&2
+    die "RIE check: event $1 gave ${body:0:300}; expected $2 (log: $lf)"
+  fi
+}
+unpack_image() { # OCI_LAYOUT DEST: apply the layers in order (these images have no whiteouts)
+  local blob
+  safe_rm "$2"
+  mkdir -p "$2"
+  while read -r blob; do
+    tar --numeric-owner -xpf "$blob" -C "$2"
+  done < <(python3 - "$1" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+path = lambda d: os.path.join(root, "blobs", *d.split(":"))
+idx = json.load(open(os.path.join(root, "index.json")))
+m = json.load(open(path(idx["manifests"][0]["digest"])))
+for l in m["layers"]:
+    print(path(l["digest"]))
+PY
+  )
+}
+
+RIE_CHECK_KEY="$SCRIPT_KEY $(stamp_get pip-tools) rie-run=$(sha "$HERE/rie-run.sh") \
+$(stamp_get image-rust-echo | sha256sum) $(stamp_get image-shell-runtime | sha256sum) \
+$(stamp_get image-probe-python | sha256sum)"
+if stamp_ok rie-check "$RIE_CHECK_KEY"; then
+  log "RIE check of rust-echo, shell-runtime, probe-python: cached"
+elif ! unshare --mount --pid --fork true >/dev/null 2>&1; then
+  log "WARNING: RIE check skipped: cannot create mount+pid namespaces here (unshare failed)"
+else
+  t=$EPOCHREALTIME
+  trap rie_stop EXIT
+  RC=$BUILD/rie-check
+  : >"$LOGS/rie-check.log"
+
+  unpack_image "$IMAGES/shell-runtime/oci" "$RC/shell-runtime"
+  rie_start "$RC/shell-runtime" -r -- /var/task/bootstrap || die "RIE did not start for shell-runtime (log: $LOGS/rie-check.log)"
+  rie_expect '{"a":1}' 'r == {"a": 1}'
+  rie_expect '{"x":"fail"}' 'r == {"errorMessage": "failed", "errorType": "ShellError"}'
+  rie_expect '[1,2]' 'r == [1, 2]'
+  rie_stop
+
+  unpack_image "$IMAGES/rust-echo/oci" "$RC/rust-echo"
+  rie_start "$RC/rust-echo" -r -- /var/task/bootstrap || die "RIE did not start for rust-echo (log: $LOGS/rie-check.log)"
+  rie_expect '{"a":1}' 'r == {"a": 1}'
+  rie_expect '{"error":"boom"}' 'r["errorType"] == "EchoError" and r["errorMessage"] == "boom"'
+  rie_expect '{"bytes":5}' 'r == "xxxxx"'
+  rie_expect '{"sleep_ms":20,"alloc_mb":16}' 'r == {"sleep_ms": 20, "alloc_mb": 16}'
+  rie_stop
+
+  unpack_image "$IMAGES/probe-python/oci" "$RC/probe-python"
+  rie_start "$RC/probe-python" -r -w /function -- /usr/bin/python3 -m awslambdaric probe.handler ||
+    die "RIE did not start for probe-python (log: $LOGS/rie-check.log)"
+  rie_expect '{}' 'r["uid"] == 0 and r["root_writable"] is False and r["tmp"]["writable"] and r["cwd"] == "/function" and r["connect_127.0.0.1:9001"]["connected"] is False'
+  rie_expect '{"write_tmp_mb":600}' 'r["write_tmp"]["ok"] is False and r["write_tmp"]["errno"] == "ENOSPC"'
+  rie_stop
+
+  trap - EXIT
+  safe_rm "$RC"
+  stamp_set rie-check "$RIE_CHECK_KEY"
+  log "RIE check of rust-echo, shell-runtime, probe-python: passed in $(elapsed "$t") s (log: $LOGS/rie-check.log)"
+fi
+
 # Images built by buildah from a Dockerfile, offline (base imported with
 # `podman import`, CONTAINERS_CONF for the rlimits, runc). Optional: if buildah
 # fails here, the other fixtures stay usable and images/NAME.SKIPPED says why.
@@ -552,7 +873,7 @@ build_image buildah-run "$BB_IMG_KEY buildah=$BUILDAH_VER" img_buildah_run
 after_buildah buildah-run
 
 # Drop images this script no longer builds.
-KNOWN=" busybox uncompressed-busybox zstd-busybox umoci-busybox multiarch attestation layers-whiteout debian-python hello-python hello-python-buildah buildah-run "
+KNOWN=" busybox uncompressed-busybox zstd-busybox umoci-busybox multiarch attestation layers-whiteout debian-python hello-python rust-echo shell-runtime probe-python hello-python-buildah buildah-run "
 for d in "$IMAGES"/*/; do
   n=$(basename "$d")
   [[ $KNOWN == *" $n "* ]] || { log "removing stale image $n"; safe_rm "$d"; rm -f "$STAMPS/image-$n"; }
@@ -615,6 +936,11 @@ for r in ["busybox", "busybox.tar", "debian-python", "debian-python.tar"]:
     p = os.path.join(cache, "rootfs", r)
     if os.path.exists(p):
         print(f"rootfs/{r:<28} {du(p) / 1e6:8.1f} MB")
+versions = os.path.join(cache, "bin", "VERSIONS")
+if os.path.exists(versions):
+    print()
+    for line in open(versions):
+        print("bin/" + line.rstrip())
 print()
 for name in sorted(os.listdir(images)):
     d = os.path.join(images, name)

@@ -23,6 +23,9 @@ const IMAGES: &[(&str, bool)] = &[
     ("layers-whiteout", true),
     ("debian-python", false),
     ("hello-python", true),
+    ("rust-echo", true),
+    ("shell-runtime", true),
+    ("probe-python", false),
     ("hello-python-buildah", true),
     ("buildah-run", true),
 ];
@@ -160,6 +163,128 @@ fn fixture_images_are_complete_oci_layouts() {
         .join("expected.txt")
         .is_file());
     assert!(common::image("umoci-busybox").join("NOTE").is_file());
+}
+
+/// The config of single-manifest fixture image NAME.
+fn image_config(name: &str) -> (std::path::PathBuf, Value, Value) {
+    let layout = common::oci(name);
+    let top = read_json(&layout.join("index.json"));
+    let manifest = read_json(&blob_path(
+        &layout,
+        top["manifests"][0]["digest"].as_str().expect("digest"),
+    ));
+    let config = read_json(&blob_path(
+        &layout,
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest"),
+    ));
+    (layout, manifest, config)
+}
+
+/// Entries of layer number I (from 0) of a fixture image, as `tar -t` lists them.
+fn layer_entries(name: &str, i: usize) -> Vec<String> {
+    let (layout, manifest, _) = image_config(name);
+    let digest = manifest["layers"][i]["digest"]
+        .as_str()
+        .expect("layer digest");
+    let out = common::run_ok(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(blob_path(&layout, digest)),
+    );
+    out.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn function_images_have_their_entrypoints() {
+    let strs = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .map(|s| s.as_str().expect("string").to_owned())
+                .collect()
+        })
+    };
+    // (image, Entrypoint, Cmd, WorkingDir)
+    type Case<'a> = (&'a str, &'a [&'a str], Option<&'a [&'a str]>, &'a str);
+    let cases: &[Case] = &[
+        ("rust-echo", &["/var/task/bootstrap"], None, "/var/task"),
+        ("shell-runtime", &["/var/task/bootstrap"], None, "/var/task"),
+        (
+            "probe-python",
+            &["/usr/bin/python3", "-m", "awslambdaric"],
+            Some(&["probe.handler"]),
+            "/function",
+        ),
+    ];
+    for &(name, entrypoint, cmd, workdir) in cases {
+        let (_, _, config) = image_config(name);
+        let c = &config["config"];
+        assert_eq!(
+            strs(&c["Entrypoint"]),
+            Some(entrypoint.iter().map(|s| s.to_string()).collect()),
+            "{name} Entrypoint"
+        );
+        assert_eq!(
+            strs(&c["Cmd"]),
+            cmd.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            "{name} Cmd"
+        );
+        assert_eq!(c["WorkingDir"].as_str(), Some(workdir), "{name} WorkingDir");
+        assert_eq!(config["architecture"], "amd64", "{name}");
+    }
+
+    // rust-echo: one layer, the binary plus the loader and libraries, no shell.
+    let rust = layer_entries("rust-echo", 0);
+    for want in [
+        "./var/task/bootstrap",
+        "./lib64/ld-linux-x86-64.so.2",
+        "./lib/x86_64-linux-gnu/libc.so.6",
+        "./etc/passwd",
+        "./tmp/",
+    ] {
+        assert!(
+            rust.iter().any(|e| e == want),
+            "rust-echo lacks {want}: {rust:?}"
+        );
+    }
+    assert!(
+        !rust.iter().any(|e| e == "./bin/sh"),
+        "rust-echo has a shell"
+    );
+    // shell-runtime: the busybox layer (shared with the busybox image) + bootstrap.
+    let (_, shell, _) = image_config("shell-runtime");
+    let (_, busybox, _) = image_config("busybox");
+    assert_eq!(shell["layers"][0]["digest"], busybox["layers"][0]["digest"]);
+    assert!(layer_entries("shell-runtime", 1)
+        .iter()
+        .any(|e| e == "./var/task/bootstrap"));
+    // probe-python shares its base layer with hello-python.
+    let (_, probe, _) = image_config("probe-python");
+    let (_, hello, _) = image_config("hello-python");
+    assert_eq!(probe["layers"][0]["digest"], hello["layers"][0]["digest"]);
+    assert!(layer_entries("probe-python", 1)
+        .iter()
+        .any(|e| e == "./function/probe.py"));
+}
+
+#[test]
+fn runtime_interface_emulator_is_installed() {
+    let bin = common::fixtures().join("bin");
+    for tool in ["aws-lambda-rie", "cargo-lambda"] {
+        let p = bin.join(tool);
+        let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(meta.is_file(), "{}", p.display());
+        assert!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0,
+            "{} is not executable",
+            p.display()
+        );
+    }
+    let versions = std::fs::read_to_string(bin.join("VERSIONS")).expect("bin/VERSIONS");
+    assert!(versions.contains("aws-sam-cli"), "{versions}");
+    assert!(versions.contains("cargo-lambda"), "{versions}");
+    assert!(common::repo_root().join("scripts/rie-run.sh").is_file());
 }
 
 #[test]
