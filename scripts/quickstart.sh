@@ -20,3 +20,15 @@ echo "== lambox inspect localhost/hello-python"
 "$lambox" inspect localhost/hello-python
 echo "== lambox lint localhost/hello-python"
 "$lambox" lint localhost/hello-python
+
+echo "== lambox run localhost/hello-python (the Lambda Invoke API on 127.0.0.1:9000)"
+"$lambox" run localhost/hello-python --listen 127.0.0.1:9000 &
+run_pid=$!
+trap 'kill -TERM "$run_pid" 2>/dev/null; wait "$run_pid" 2>/dev/null' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:9000/ && break; sleep 0.1; done
+echo "== curl -XPOST http://127.0.0.1:9000/2015-03-31/functions/function/invocations -d '{\"name\":\"quickstart\"}'"
+curl -s -XPOST http://127.0.0.1:9000/2015-03-31/functions/function/invocations -d '{"name":"quickstart"}'
+echo
+kill -TERM "$run_pid"; wait "$run_pid" || true
+trap - EXIT
+echo "== done: run it yourself with: $lambox run localhost/hello-python"

@@ -283,6 +283,19 @@ pub fn prune(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A stored image, or else import `image` as a source.
+pub fn find_or_import(ctx: &Ctx, image: &str, args: &ImportArgs) -> Result<ImageEntry> {
+    match ctx.store.find(image) {
+        Ok(e) => Ok(e),
+        Err(lambox_image::Error::ImageNotFound(_)) if image.parse::<Source>().is_ok() => {
+            let source: Source = image.parse()?;
+            let outcome = run_import(ctx, &source, None, args)?;
+            Ok(ctx.store.find(&outcome.image.digest.to_string())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn lint(ctx: &Ctx, args: LintArgs) -> Result<ExitCode> {
     use lambox_image::lint::{self, Finding, Level, LintInput, LintReport, Overrides};
     // A stored image, or else a source: import it first. Import refusals that are lint

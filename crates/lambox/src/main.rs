@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod progress;
+mod run;
 
 /// Self-hosted AWS Lambda for container-image functions, without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -42,9 +43,14 @@ enum Command {
     Prune,
     /// Check an image against what Lambda would refuse or fail to run
     Lint(commands::LintArgs),
+    /// Run a function from an image behind the Lambda Invoke API (default 127.0.0.1:9000)
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
+    // The sandbox re-executes lambox as the init of each environment: that must happen before
+    // anything else (in particular before any thread starts).
+    lambox_sandbox::run_init_if_requested();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,5 +94,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rmi(a) => commands::rmi(&ctx, a),
         Command::Prune => commands::prune(&ctx),
         Command::Lint(a) => commands::lint(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
     }
 }
