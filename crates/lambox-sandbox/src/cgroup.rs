@@ -385,22 +385,39 @@ pub(crate) struct EnvCgroups {
     kill: Option<PathBuf>,
 }
 
+/// Our own cgroup in every hierarchy we use, once each.
+fn own_dirs(layout: &Layout) -> Vec<&Path> {
+    let mut owns: Vec<&Path> = Vec::new();
+    for h in [&layout.memory, &layout.pids, &layout.cpu, &layout.freezer]
+        .into_iter()
+        .flatten()
+    {
+        owns.push(&h.own);
+    }
+    if let Some(u) = &layout.unified {
+        owns.push(u);
+    }
+    let mut seen = BTreeSet::new();
+    owns.retain(|p| seen.insert(p.to_path_buf()));
+    owns
+}
+
+/// Remove the `<own>/lambox` group directories once they hold no environment. Where another
+/// environment (of this or another lambox process) is still there, `rmdir` fails and the
+/// directory stays, as it must.
+pub(crate) fn remove_empty_groups() {
+    if let Ok(layout) = layout() {
+        for own in own_dirs(layout) {
+            let _ = fs::remove_dir(own.join(GROUP));
+        }
+    }
+}
+
 impl EnvCgroups {
     /// Create the environment's cgroups and set its memory and pids limits (the CPU cap comes
     /// later, see [`EnvCgroups::set_cpu_quota`]). `Ok(None)`: `id` is taken.
     pub(crate) fn create(layout: &Layout, id: &str, memory_mb: u32) -> io::Result<Option<Self>> {
-        let mut owns: Vec<&Path> = Vec::new();
-        for h in [&layout.memory, &layout.pids, &layout.cpu, &layout.freezer]
-            .into_iter()
-            .flatten()
-        {
-            owns.push(&h.own);
-        }
-        if let Some(u) = &layout.unified {
-            owns.push(u);
-        }
-        let mut seen = BTreeSet::new();
-        owns.retain(|p| seen.insert(p.to_path_buf()));
+        let owns = own_dirs(layout);
 
         let env_dir = |own: &Path| own.join(GROUP).join(id);
         let mut cg = EnvCgroups {

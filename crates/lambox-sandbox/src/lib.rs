@@ -156,6 +156,12 @@ pub fn run_init_if_requested() {
     }
 }
 
+/// Remove lambox's cgroup group directories that no environment uses any more (call at
+/// shutdown, after every [`Sandbox`] is gone). Those still in use stay.
+pub fn remove_empty_cgroups() {
+    cgroup::remove_empty_groups();
+}
+
 /// Where environments are built.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {

@@ -233,6 +233,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         anyhow::Ok(())
     })?;
+    lambox_sandbox::remove_empty_cgroups();
     Ok(ExitCode::SUCCESS)
 }
 
