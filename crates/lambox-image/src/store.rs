@@ -141,6 +141,18 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .ctx(|| format!("open {}", lock_path.display()))?;
+        // Switching a new database to WAL needs an exclusive lock that SQLite's busy handler
+        // does not wait for: two processes opening a fresh store at once would see "database
+        // is locked". So opening (and creating the schema) is serialised by a short flock.
+        let open_lock_path = root.join("open.lock");
+        let open_lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&open_lock_path)
+            .ctx(|| format!("open {}", open_lock_path.display()))?;
+        flock(open_lock.as_fd(), FlockOperation::LockExclusive)
+            .map_err(|e| Error::io("lock the store for opening", e.into()))?;
         let db_path = root.join("lambox.db");
         let db_err = |source| Error::Db {
             path: db_path.clone(),
@@ -157,6 +169,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS layers (diff_id TEXT PRIMARY KEY, uncompressed_size INTEGER NOT NULL);",
         )
         .map_err(db_err)?;
+        drop(open_lock);
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
