@@ -501,3 +501,34 @@ fn bad_references_get_one_line_errors() {
         );
     }
 }
+
+#[test]
+fn an_oci_archive_loads_like_its_layout() {
+    let data = DataDir::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("busybox-oci.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(oci("busybox"))
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let from_archive = store(
+        &data,
+        "load",
+        &format!("oci-archive:{}:latest", archive.display()),
+        &[],
+    );
+    let from_layout = store(&data, "load", &oci_ref("busybox"), &[]);
+    assert_eq!(from_archive, from_layout, "same manifest, same image");
+    let out = output(data.lambox().args([
+        "load",
+        &format!("oci-archive:{}:nosuchtag", archive.display()),
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuchtag") && err.contains("latest"), "{err}");
+}
