@@ -87,19 +87,26 @@ pub struct RmiArgs {
     images: Vec<String>,
 }
 
+/// Lambda's ImageConfig: overrides of the image's ENTRYPOINT, CMD and WORKDIR.
+#[derive(Debug, Args)]
+pub struct ImageConfigArgs {
+    /// Override the image ENTRYPOINT, as Lambda's ImageConfig.EntryPoint (one or more words)
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Override the image CMD, as Lambda's ImageConfig.Command (one or more words)
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    pub cmd: Option<Vec<String>>,
+    /// Override the image WORKDIR, as Lambda's ImageConfig.WorkingDirectory
+    #[arg(long)]
+    pub workdir: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LintArgs {
     /// A stored image (name, digest or prefix), or a source to import first
     image: String,
-    /// Override the image ENTRYPOINT, as Lambda's ImageConfig.EntryPoint (repeat for each word)
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-    entrypoint: Option<Vec<String>>,
-    /// Override the image CMD, as Lambda's ImageConfig.Command (repeat for each word)
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-    cmd: Option<Vec<String>>,
-    /// Override the image WORKDIR, as Lambda's ImageConfig.WorkingDirectory
-    #[arg(long)]
-    workdir: Option<String>,
+    #[command(flatten)]
+    overrides: ImageConfigArgs,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -337,9 +344,9 @@ pub fn lint(ctx: &Ctx, args: LintArgs) -> Result<ExitCode> {
             .collect(),
     );
     let overrides = Overrides {
-        entrypoint: args.entrypoint,
-        cmd: args.cmd,
-        workdir: args.workdir,
+        entrypoint: args.overrides.entrypoint,
+        cmd: args.overrides.cmd,
+        workdir: args.overrides.workdir,
     };
     let report = lint::lint(&LintInput {
         view: &view,

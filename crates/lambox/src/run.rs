@@ -15,7 +15,7 @@ use lambox_runtime::logs::StdoutLogSink;
 use lambox_runtime::pool::{Pool, PoolOptions};
 use lambox_sandbox::{Sandbox, SandboxConfig, SandboxError, Spec};
 
-use crate::commands::{find_or_import, Ctx, ImportArgs};
+use crate::commands::{find_or_import, Ctx, ImageConfigArgs, ImportArgs};
 
 /// The Runtime API port inside every environment, as in Lambda.
 const RUNTIME_API_PORT: u16 = 9001;
@@ -27,15 +27,8 @@ pub struct RunArgs {
     /// Where the Invoke API listens
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// Override the image ENTRYPOINT (Lambda's ImageConfig.EntryPoint)
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-    entrypoint: Option<Vec<String>>,
-    /// Override the image CMD (Lambda's ImageConfig.Command)
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-    cmd: Option<Vec<String>>,
-    /// Override the image WORKDIR (Lambda's ImageConfig.WorkingDirectory)
-    #[arg(long)]
-    workdir: Option<String>,
+    #[command(flatten)]
+    overrides: ImageConfigArgs,
     /// An environment variable for the function, KEY=VALUE (repeatable)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -152,9 +145,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let c = &config["config"];
     // ImageConfig overrides replace the image's values, as Lambda's ImageConfig does.
     let image = ImageConfig {
-        entrypoint: args.entrypoint.unwrap_or_else(|| strings(&c["Entrypoint"])),
-        cmd: args.cmd.unwrap_or_else(|| strings(&c["Cmd"])),
-        workdir: args.workdir.or_else(|| {
+        entrypoint: args
+            .overrides
+            .entrypoint
+            .unwrap_or_else(|| strings(&c["Entrypoint"])),
+        cmd: args.overrides.cmd.unwrap_or_else(|| strings(&c["Cmd"])),
+        workdir: args.overrides.workdir.or_else(|| {
             c["WorkingDir"]
                 .as_str()
                 .filter(|w| !w.is_empty())
