@@ -307,30 +307,23 @@ pub fn lint(ctx: &Ctx, args: LintArgs) -> Result<ExitCode> {
     use lambox_image::lint::{self, Finding, Level, LintInput, LintReport, Overrides};
     // A stored image, or else a source: import it first. Import refusals that are lint
     // verdicts (several platforms, not linux, too large) become error findings.
-    let entry = match ctx.store.find(&args.image) {
+    let entry = match find_or_import(ctx, &args.image, &args.import) {
         Ok(e) => e,
-        Err(lambox_image::Error::ImageNotFound(_)) if args.image.parse::<Source>().is_ok() => {
-            let source: Source = args.image.parse()?;
-            match run_import(ctx, &source, None, &args.import) {
-                Ok(outcome) => ctx.store.find(&outcome.image.digest.to_string())?,
-                Err(e) => {
-                    let code = match e.downcast_ref::<lambox_image::Error>() {
-                        Some(lambox_image::Error::Platform(_)) => "unsupported-platform",
-                        Some(lambox_image::Error::TooLarge { .. }) => "image-too-large",
-                        _ => return Err(e),
-                    };
-                    let report = LintReport {
-                        findings: vec![Finding {
-                            level: Level::Error,
-                            code,
-                            message: e.to_string(),
-                        }],
-                    };
-                    return print_lint(&args.image, &report, args.json);
-                }
-            }
+        Err(e) => {
+            let code = match e.downcast_ref::<lambox_image::Error>() {
+                Some(lambox_image::Error::Platform(_)) => "unsupported-platform",
+                Some(lambox_image::Error::TooLarge { .. }) => "image-too-large",
+                _ => return Err(e),
+            };
+            let report = LintReport {
+                findings: vec![Finding {
+                    level: Level::Error,
+                    code,
+                    message: e.to_string(),
+                }],
+            };
+            return print_lint(&args.image, &report, args.json);
         }
-        Err(e) => return Err(e.into()),
     };
     let config_bytes = ctx.store.read_blob(&entry.image.config_digest)?;
     let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)

@@ -327,9 +327,38 @@ fn whiteouts_and_opaque_dirs_are_stored_in_overlay_form() {
         std::fs::metadata(c.join("suid")).expect("suid").mode() & 0o7777,
         0o4755
     );
+    // Every path the fixture's builder expects in the merged view is there, as it expects.
     let expected = std::fs::read_to_string(common::image("layers-whiteout").join("expected.txt"))
-        .unwrap_or_default();
-    assert!(!expected.is_empty());
+        .expect("expected.txt");
+    let mut checked = 0;
+    for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (path, kind, mode, owner) = (f[0], f[1], f[2], f[3]);
+        let p = mnt.path().join(path.trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(format!("{}:{}", meta.uid(), meta.gid()), owner, "{path}");
+        match kind {
+            "dir" => assert!(meta.is_dir(), "{path}"),
+            "symlink" => assert_eq!(
+                std::fs::read_link(&p).expect("link").to_str(),
+                f.get(4).copied(),
+                "{path}"
+            ),
+            _ => {
+                assert!(meta.is_file(), "{path} is {kind}");
+                assert_eq!(
+                    std::fs::read_to_string(&p).expect("read").trim_end(),
+                    f.get(4).copied().unwrap_or(""),
+                    "{path}"
+                );
+            }
+        }
+        if kind != "symlink" {
+            assert_eq!(format!("{:04o}", meta.mode() & 0o7777), mode, "{path}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "expected.txt lists {checked} paths");
 }
 
 #[test]
