@@ -162,18 +162,7 @@ impl TokenRegistry {
                 ),
             )
             .expect("write registry config");
-            let log = std::fs::File::create(&log_path).expect("create registry log");
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log fd"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start docker-registry ({e}); run scripts/setup.sh")
-                });
-            let mut child = KillOnDrop(child);
+            let mut child = KillOnDrop(common::spawn_registry(&config, &log_path));
             // With token auth, an anonymous `/v2/` is a 401 challenge.
             if wait_for(&mut child.0, || {
                 matches!(http_get(&addr, "/v2/"), Ok((401, _)))

@@ -195,6 +195,20 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
+/// Start Debian's docker-registry with `config`, its output in `log`. The caller waits for it
+/// and kills it.
+pub fn spawn_registry(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("create registry log");
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log fd"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start docker-registry ({e}); run scripts/setup.sh"))
+}
+
 impl Registry {
     pub fn start() -> Registry {
         let dir = tempfile::Builder::new()
@@ -217,17 +231,7 @@ impl Registry {
             )
             .expect("write registry config");
             let log_path = dir.path().join("registry.log");
-            let log = std::fs::File::create(&log_path).expect("create registry log");
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("dup log fd"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start docker-registry ({e}); run scripts/setup.sh")
-                });
+            let mut child = spawn_registry(&config, &log_path);
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if matches!(http_get(&addr, "/v2/"), Ok((200, _))) {
