@@ -89,9 +89,8 @@ cleanup() {
     kill -TERM -- "-$CHILD" 2>/dev/null || kill -TERM "$CHILD" 2>/dev/null || true
     wait "$CHILD" 2>/dev/null || true
   fi
-  if [[ -n $REG_PID ]] && kill -0 "$REG_PID" 2>/dev/null; then
-    kill "$REG_PID" 2>/dev/null || true
-    wait "$REG_PID" 2>/dev/null || true
+  if [[ -n $REG_PID ]]; then
+    "$HERE/registry.sh" stop "$WORK/registry" >/dev/null 2>&1 || true
   fi
   if [[ -n $SHM && -d $SHM ]]; then rm -rf -- "$SHM"; fi
   if [[ -n $WORK && -d $WORK ]]; then
@@ -154,45 +153,9 @@ avail_kb=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')
 [[ $avail_kb -gt $need_kb ]] || die "$WORK: need about $((need_kb / 1024 / 1024)) GiB free, have $((avail_kb / 1024 / 1024)) GiB"
 
 # --- 2. registry ----------------------------------------------------------
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-start_registry() {
-  local attempt port i
-  mkdir -p "$WORK/registry/data"
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    ADDR=127.0.0.1:$port
-    cat >"$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/data
-http:
-  addr: $ADDR
-EOF
-    docker-registry serve "$WORK/registry/config.yml" </dev/null >"$WORK/registry/registry.log" 2>&1 &
-    REG_PID=$!
-    for ((i = 0; i < 150; i++)); do
-      if curl -fsS -o /dev/null --max-time 2 "http://$ADDR/v2/" 2>/dev/null; then
-        return 0
-      fi
-      kill -0 "$REG_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill "$REG_PID" 2>/dev/null || true
-    wait "$REG_PID" 2>/dev/null || true
-    REG_PID=
-    log "registry attempt $attempt on $ADDR failed: $(tail -n 3 "$WORK/registry/registry.log")"
-  done
-  die "docker-registry did not come up on 127.0.0.1"
-}
 log "starting docker-registry"
-start_registry
+ADDR=$("$HERE/registry.sh" start "$WORK/registry")
+REG_PID=$(<"$WORK/registry/pid")
 log "registry at $ADDR (pid $REG_PID)"
 skopeo copy -q --dest-tls-verify=false "oci:$FIX/images/hello-python/oci:latest" "docker://$ADDR/hello:v1" >&2
 skopeo copy -q --dest-tls-verify=false "oci:$FIX/images/debian-python/oci:latest" "docker://$ADDR/debian-python:v1" >&2
