@@ -466,10 +466,13 @@ fn ingest_layer(
                 actual: actual_diff,
             });
         }
-        if let (Some(f), Some(p)) = (tee.file, &blob_tmp_path) {
-            store.commit_blob(f, p, &desc.digest)?;
-        }
+        drop(tee.file);
+        // commit_layer's syncfs also syncs the blob written beside it under tmp/, so the blob
+        // needs no sync of its own before it is renamed into place.
         store.commit_layer(&layer_tmp, diff_id, tar_size)?;
+        if let Some(p) = &blob_tmp_path {
+            store.commit_synced_blob(p, &desc.digest)?;
+        }
         Ok(tar_size)
     })();
     match result {

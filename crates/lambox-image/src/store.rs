@@ -277,6 +277,12 @@ impl Store {
     pub fn commit_blob(&self, file: File, tmp: &Path, digest: &Digest) -> Result<()> {
         file.sync_data().ctx(|| format!("sync blob {digest}"))?;
         drop(file);
+        self.commit_synced_blob(tmp, digest)
+    }
+
+    /// Move a verified temp file whose data is already on disk (a `syncfs` of the store's file
+    /// system covered it) into place as blob `digest`.
+    pub fn commit_synced_blob(&self, tmp: &Path, digest: &Digest) -> Result<()> {
         let dest = self.blob_path(digest);
         fs::rename(tmp, &dest).ctx(|| format!("store blob {digest}"))?;
         sync_dir(dest.parent())
