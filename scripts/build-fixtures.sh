@@ -54,12 +54,22 @@
 #   layers-whiteout       3 layers: whiteout, opaque dir, hardlink, symlink, setuid, uid 1000
 #   debian-python         the debootstrapped base alone (1 layer)
 #   hello-python          the bundled example: base + /function (awslambdaric, app.py)
-#   rust-echo             functions/echo-rust (lambda_runtime) at /var/task/bootstrap plus
+#   rust-echo             functions/echo-rust (lambda_runtime; buffered and streamed
+#                         responses, see its main.rs) at /var/task/bootstrap plus
 #                         the glibc libraries `ldd` lists, copied from the host; no shell;
 #                         1 layer; Entrypoint ["/var/task/bootstrap"], no Cmd
 #   shell-runtime         busybox + /var/task/bootstrap: a POSIX sh custom runtime using
 #                         busybox wget (scripts/fixtures/shell-runtime/bootstrap); 2 layers;
 #                         Entrypoint ["/var/task/bootstrap"], no Cmd
+#   aws-base              the layout of AWS's Lambda base images, offline: busybox (shared
+#                         layer) + /lambda-entrypoint.sh (ours, written from AWS's documented
+#                         behaviour: no AWS_LAMBDA_RUNTIME_API -> exec aws-lambda-rie
+#                         /var/runtime/bootstrap, else exec /var/runtime/bootstrap; _HANDLER
+#                         = its one argument), the real emulator at
+#                         /usr/local/bin/aws-lambda-rie (bin/aws-lambda-rie), a POSIX sh
+#                         runtime at /var/runtime/bootstrap that reports what it sees
+#                         (scripts/fixtures/aws-base/); 2 layers;
+#                         Entrypoint ["/lambda-entrypoint.sh"], Cmd ["app.handler"]
 #   probe-python          debian-python base (shared layer) + awslambdaric + probe.py
 #                         (scripts/fixtures/probe-python); Cmd ["probe.handler"]: reports
 #                         uid, caps, mounts, cgroup, rlimits, /tmp, env... from inside
@@ -656,6 +666,26 @@ img_shell_runtime() { # the busybox layer (shared) + /var/task/bootstrap
 }
 build_image shell-runtime "$BB_IMG_KEY bootstrap=$(sha "$SHELL_BOOTSTRAP")" img_shell_runtime
 
+AWS_BASE_DIR=$HERE/fixtures/aws-base
+[[ -f $AWS_BASE_DIR/lambda-entrypoint.sh && -f $AWS_BASE_DIR/bootstrap ]] || die "$AWS_BASE_DIR/{lambda-entrypoint.sh,bootstrap} missing"
+img_aws_base() { # the busybox layer (shared) + AWS's base-image layout
+  local out=$1 s=$BUILD/aws-base-layer
+  safe_rm "$s"
+  mkdir -p "$s/usr/local/bin" "$s/var/runtime" "$s/var/task"
+  install -m 0755 "$AWS_BASE_DIR/lambda-entrypoint.sh" "$s/lambda-entrypoint.sh"
+  install -m 0755 "$AWS_BASE_DIR/bootstrap" "$s/var/runtime/bootstrap"
+  install -m 0755 "$CACHE/bin/aws-lambda-rie" "$s/usr/local/bin/aws-lambda-rie"
+  find "$s" -type d -exec chmod 0755 {} +
+  q image-aws-base.log "${MKIMAGE[@]}" image --out "$out/oci" \
+    --layer "$BB_TAR" --layer "$s" --mtime "$SOURCE_DATE_EPOCH" \
+    --entrypoint '["/lambda-entrypoint.sh"]' --cmd '["app.handler"]' --workdir /var/task \
+    "${FN_ENV[@]}" --env LANG=en_US.UTF-8 --env TZ=:/etc/localtime
+  skopeo_check aws-base "$out/oci"
+  safe_rm "$s"
+}
+build_image aws-base "$BB_IMG_KEY entrypoint=$(sha "$AWS_BASE_DIR/lambda-entrypoint.sh") \
+bootstrap=$(sha "$AWS_BASE_DIR/bootstrap") rie=$(sha "$CACHE/bin/aws-lambda-rie")" img_aws_base
+
 img_probe_python() { # like hello-python, with probe.py (no docker.tar: 240 MB)
   local out=$1
   q image-probe-python.log "${MKIMAGE[@]}" image --out "$out/oci" \
@@ -764,9 +794,9 @@ PY
 
 RIE_CHECK_KEY="$SCRIPT_KEY $(stamp_get pip-tools) rie-run=$(sha "$HERE/rie-run.sh") \
 $(stamp_get image-rust-echo | sha256sum) $(stamp_get image-shell-runtime | sha256sum) \
-$(stamp_get image-probe-python | sha256sum)"
+$(stamp_get image-probe-python | sha256sum) $(stamp_get image-aws-base | sha256sum)"
 if stamp_ok rie-check "$RIE_CHECK_KEY"; then
-  log "RIE check of rust-echo, shell-runtime, probe-python: cached"
+  log "RIE check of rust-echo, shell-runtime, probe-python, aws-base: cached"
 elif ! unshare --mount --pid --fork true >/dev/null 2>&1; then
   log "WARNING: RIE check skipped: cannot create mount+pid namespaces here (unshare failed)"
 else
@@ -790,6 +820,14 @@ else
   rie_expect '{"sleep_ms":20,"alloc_mb":16}' 'r == {"sleep_ms": 20, "alloc_mb": 16}'
   rie_stop
 
+  # AWS's base-image entrypoint under the RIE (which sets AWS_LAMBDA_RUNTIME_API
+  # for its child): /lambda-entrypoint.sh must exec the runtime with _HANDLER.
+  unpack_image "$IMAGES/aws-base/oci" "$RC/aws-base"
+  rie_start "$RC/aws-base" -r -- /lambda-entrypoint.sh app.handler || die "RIE did not start for aws-base (log: $LOGS/rie-check.log)"
+  rie_expect '{"a":1}' 'r["handler"] == "app.handler" and r["runtime"] == "/var/runtime/bootstrap" and r["event"] == {"a": 1}'
+  rie_expect '{"x":"fail"}' 'r == {"errorMessage": "failed", "errorType": "AwsBaseError"}'
+  rie_stop
+
   unpack_image "$IMAGES/probe-python/oci" "$RC/probe-python"
   rie_start "$RC/probe-python" -r -w /function -- /usr/bin/python3 -m awslambdaric probe.handler ||
     die "RIE did not start for probe-python (log: $LOGS/rie-check.log)"
@@ -800,7 +838,7 @@ else
   trap - EXIT
   safe_rm "$RC"
   stamp_set rie-check "$RIE_CHECK_KEY"
-  log "RIE check of rust-echo, shell-runtime, probe-python: passed in $(elapsed "$t") s (log: $LOGS/rie-check.log)"
+  log "RIE check of rust-echo, shell-runtime, probe-python, aws-base: passed in $(elapsed "$t") s (log: $LOGS/rie-check.log)"
 fi
 
 # Images built by buildah from a Dockerfile, offline (base imported with
@@ -873,7 +911,7 @@ build_image buildah-run "$BB_IMG_KEY buildah=$BUILDAH_VER" img_buildah_run
 after_buildah buildah-run
 
 # Drop images this script no longer builds.
-KNOWN=" busybox uncompressed-busybox zstd-busybox umoci-busybox multiarch attestation layers-whiteout debian-python hello-python rust-echo shell-runtime probe-python hello-python-buildah buildah-run "
+KNOWN=" busybox uncompressed-busybox zstd-busybox umoci-busybox multiarch attestation layers-whiteout debian-python hello-python rust-echo shell-runtime aws-base probe-python hello-python-buildah buildah-run "
 for d in "$IMAGES"/*/; do
   n=$(basename "$d")
   [[ $KNOWN == *" $n "* ]] || { log "removing stale image $n"; safe_rm "$d"; rm -f "$STAMPS/image-$n"; }

@@ -11,13 +11,26 @@
 //! - `{"error": "msg"}`: a function error: errorType `EchoError`,
 //!   errorMessage `msg` (posted to `/invocation/{id}/error`).
 //! - `{"bytes": N}`: answers with a JSON string of N bytes (`"xxx…"`).
+//! - `{"context": true}`: answers with what the runtime received besides the
+//!   event: `{"request_id", "deadline_ms", "invoked_function_arn",
+//!   "xray_trace_id", "client_context"}` (the client context as the
+//!   `lambda_runtime` crate parsed it from `Lambda-Runtime-Client-Context`).
+//! - `{"stream": {"chunks": N, "interval_ms": M}}`: a streamed response
+//!   (`Lambda-Runtime-Function-Response-Mode: streaming`): N chunks
+//!   `chunk I/N sent_ms=EPOCH_MS\n`, M ms apart, each written when it is
+//!   sent (`sent_ms` is the wall clock just before). The crate puts its HTTP
+//!   integration prelude (JSON + 8 NUL bytes) before them.
 //!
 //! Otherwise (and after sleep/alloc) the answer is the event itself.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use lambda_runtime::streaming::{self, Body};
+use lambda_runtime::{service_fn, Diagnostic, FunctionResponse, LambdaEvent, StreamResponse};
 use serde_json::Value;
+
+/// A buffered JSON answer or a streamed one.
+type Answer = FunctionResponse<Value, Body>;
 
 const MIB: usize = 1 << 20;
 const PAGE: usize = 4096;
@@ -58,8 +71,34 @@ fn alloc_and_touch(mb: u64) -> Result<u64, EchoError> {
     Ok(std::hint::black_box(sum))
 }
 
-async fn handler(event: LambdaEvent<Value>) -> Result<Value, EchoError> {
-    let (payload, _ctx) = event.into_parts();
+fn epoch_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Starts sending `chunks` chunks `interval` apart and returns the stream at once.
+fn stream(chunks: u64, interval: Duration) -> Answer {
+    let (mut tx, body) = streaming::channel();
+    tokio::spawn(async move {
+        for i in 1..=chunks {
+            if i > 1 {
+                tokio::time::sleep(interval).await;
+            }
+            let chunk = format!("chunk {i}/{chunks} sent_ms={}\n", epoch_ms());
+            if tx.send_data(chunk.into()).await.is_err() {
+                eprintln!("echo-rust: the stream was closed after {} chunks", i - 1);
+                return;
+            }
+        }
+    });
+    FunctionResponse::StreamingResponse(StreamResponse::from(body))
+}
+
+async fn handler(event: LambdaEvent<Value>) -> Result<Answer, EchoError> {
+    let (payload, ctx) = event.into_parts();
+    let buffered = FunctionResponse::BufferedResponse;
     if let Some(code) = payload.get("exit").and_then(Value::as_i64) {
         let code = i32::try_from(code).unwrap_or(1);
         eprintln!("echo-rust: exiting with status {code} as asked");
@@ -81,9 +120,25 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, EchoError> {
     }
     if let Some(n) = uint(&payload, "bytes") {
         let n = usize::try_from(n).map_err(|_| EchoError(format!("bytes {n} is too large")))?;
-        return Ok(Value::String("x".repeat(n)));
+        return Ok(buffered(Value::String("x".repeat(n))));
     }
-    Ok(payload)
+    if payload.get("context").and_then(Value::as_bool) == Some(true) {
+        let client_context = serde_json::to_value(&ctx.client_context)
+            .map_err(|e| EchoError(format!("cannot serialise the client context: {e}")))?;
+        return Ok(buffered(serde_json::json!({
+            "request_id": ctx.request_id,
+            "deadline_ms": ctx.deadline,
+            "invoked_function_arn": ctx.invoked_function_arn,
+            "xray_trace_id": ctx.xray_trace_id,
+            "client_context": client_context,
+        })));
+    }
+    if let Some(s) = payload.get("stream") {
+        let chunks = uint(s, "chunks").unwrap_or(3);
+        let interval = Duration::from_millis(uint(s, "interval_ms").unwrap_or(0));
+        return Ok(stream(chunks, interval));
+    }
+    Ok(buffered(payload))
 }
 
 #[tokio::main]
@@ -100,7 +155,10 @@ mod tests {
             .enable_time()
             .build()
             .expect("tokio runtime");
-        rt.block_on(handler(LambdaEvent::new(event, Default::default())))
+        match rt.block_on(handler(LambdaEvent::new(event, Default::default())))? {
+            FunctionResponse::BufferedResponse(v) => Ok(v),
+            FunctionResponse::StreamingResponse(_) => panic!("a streamed answer"),
+        }
     }
 
     #[test]
@@ -126,5 +184,27 @@ mod tests {
         let t = std::time::Instant::now();
         assert_eq!(invoke(ev.clone()).expect("sleep+alloc"), ev);
         assert!(t.elapsed() >= Duration::from_millis(5));
+    }
+
+    #[test]
+    fn context_reports_what_the_runtime_received() {
+        let mut ctx = lambda_runtime::Context::default();
+        ctx.request_id = "id-1".to_owned();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio runtime");
+        let answer = rt
+            .block_on(handler(LambdaEvent::new(
+                serde_json::json!({"context": true}),
+                ctx,
+            )))
+            .expect("context");
+        match answer {
+            FunctionResponse::BufferedResponse(v) => {
+                assert_eq!(v["request_id"], "id-1");
+                assert_eq!(v["client_context"], Value::Null);
+            }
+            FunctionResponse::StreamingResponse(_) => panic!("a streamed answer"),
+        }
     }
 }
