@@ -3,9 +3,10 @@
 //! emulator, with real isolation, concurrency and Lambda's error semantics.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -32,8 +33,10 @@ pub struct RunArgs {
     /// An environment variable for the function, KEY=VALUE (repeatable)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// A file of KEY=VALUE lines (# comments and blank lines ignored)
-    #[arg(long)]
+    /// A file of environment variables, as `docker run --env-file` reads it: KEY=VALUE
+    /// lines (the value verbatim), KEY alone takes lambox's own value, # comments and
+    /// blank lines ignored (repeatable; -e wins over files, later files over earlier)
+    #[arg(long, value_name = "FILE")]
     env_file: Vec<PathBuf>,
     /// Memory size, MB (128–10240); also the CPU share (1769 MB = 1 vCPU)
     #[arg(long, default_value_t = 128)]
@@ -53,6 +56,13 @@ pub struct RunArgs {
     /// The function's name (AWS_LAMBDA_FUNCTION_NAME)
     #[arg(long, default_value = "function")]
     function_name: String,
+    /// Tear an environment down after it has been idle this long, seconds (0: never)
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// On SIGTERM/Ctrl-C, how long running invokes may take to finish before their
+    /// environments are killed, seconds (a second signal kills them at once)
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    shutdown_grace: u64,
     #[command(flatten)]
     import: ImportArgs,
 }
@@ -62,6 +72,60 @@ fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("{origin}: {item:?} is not KEY=VALUE"),
     }
+}
+
+/// Lambda's rule for variable names (`ConfigError::InvalidEnvKey`): a letter, then at least
+/// one letter, digit or `_`.
+fn env_key_ok(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    key.len() >= 2
+        && bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses an env file as `docker run --env-file` does: leading whitespace is dropped; blank
+/// lines and lines starting with `#` are skipped; `KEY=VALUE` keeps VALUE verbatim (quotes and
+/// trailing spaces included); a bare `KEY` takes `lookup(KEY)` and is skipped when that is
+/// unset. Errors name the file and line.
+fn parse_env_file(
+    path: &Path,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (line, None),
+        };
+        if key.is_empty() {
+            bail!("{}: no variable name before '=' in {line:?}", at());
+        }
+        if key.chars().any(char::is_whitespace) {
+            bail!("{}: variable name {key:?} contains whitespace", at());
+        }
+        if !env_key_ok(key) {
+            bail!(
+                "{}: invalid variable name {key:?}: a letter, then letters, digits or '_'",
+                at()
+            );
+        }
+        match value {
+            Some(v) => vars.push((key.to_string(), v.to_string())),
+            None => {
+                if let Some(v) = lookup(key) {
+                    vars.push((key.to_string(), v));
+                }
+            }
+        }
+    }
+    Ok(vars)
 }
 
 /// Starts environments in the sandbox: the image's stored layers as a read-only root.
@@ -165,15 +229,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     for file in &args.env_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("read env file {}", file.display()))?;
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            function
-                .env
-                .push(parse_env_item(line, &file.display().to_string())?);
-        }
+        function
+            .env
+            .extend(parse_env_file(file, &text, |k| std::env::var(k).ok())?);
     }
     for item in &args.env {
         function.env.push(parse_env_item(item, "--env")?);
@@ -195,8 +253,10 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let options = PoolOptions {
         concurrency: args.concurrency.max(1),
         queue_capacity: args.queue,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         ..PoolOptions::default()
     };
+    let grace = Duration::from_secs(args.shutdown_grace);
     let pool = Pool::new(
         function,
         Arc::new(launcher),
@@ -210,6 +270,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
+        // Installed before listening: a signal is never the default (fatal) action from here.
+        let mut signals = Signals::new()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
@@ -219,29 +281,112 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             args.function_name, args.listen, args.function_name
         );
         let router = lambox_runtime::invoke_api::invoke_router(pool.clone());
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serve")?;
-        pool.shutdown();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        });
+        let mut serve = tokio::spawn(async move { serving.await });
+        tokio::select! {
+            served = &mut serve => {
+                served.context("serve")?.context("serve")?;
+                bail!("the invoke API stopped");
+            }
+            () = signals.recv() => {}
+        }
+        // Stop accepting connections and invokes; running invokes finish within the grace
+        // period and their callers get their responses; then every environment is torn down.
+        let _ = stop_tx.send(());
+        eprintln!(
+            "lambox: shutting down: {} invokes running, waiting up to {} s",
+            pool.in_flight(),
+            grace.as_secs()
+        );
+        tokio::select! {
+            finished = pool.shutdown_gracefully(grace) => {
+                if !finished {
+                    eprintln!("lambox: invokes still running after {} s were stopped", grace.as_secs());
+                }
+            }
+            () = signals.recv() => {
+                eprintln!("lambox: second signal: stopping running invokes now");
+                pool.shutdown_gracefully(Duration::ZERO).await;
+            }
+        }
+        // The answers of the last invokes are written before the connections close.
+        if tokio::time::timeout(Duration::from_secs(5), &mut serve).await.is_err() {
+            serve.abort();
+        }
         drop(pool);
-        // Give environments a moment to be torn down (their Drop kills and cleans up).
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         anyhow::Ok(())
     })?;
     lambox_sandbox::remove_empty_cgroups();
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+/// SIGTERM and SIGINT (Ctrl-C).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+        })
     }
-    eprintln!("lambox: shutting down");
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<(String, String)>> {
+        parse_env_file(Path::new("vars.env"), text, |k| {
+            (k == "FROM_HOST").then(|| "host value".to_string())
+        })
+    }
+
+    #[test]
+    fn env_files_read_as_docker_reads_them() {
+        let text = "\u{feff}# a comment\n\n  A1=x\nQUOTED=\"q\" \nEMPTY=\nEQ=a=b\n  # indented comment\nFROM_HOST\nUNSET_ON_HOST\n";
+        let vars = parse(text).expect("valid");
+        let want = [
+            ("A1", "x"),
+            ("QUOTED", "\"q\" "),
+            ("EMPTY", ""),
+            ("EQ", "a=b"),
+            ("FROM_HOST", "host value"),
+        ];
+        assert_eq!(
+            vars,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+    }
+
+    #[test]
+    fn bad_env_file_lines_name_the_file_and_line() {
+        let err = |t: &str| parse(t).expect_err("invalid").to_string();
+        assert_eq!(
+            err("OK=1\n=value\n"),
+            "vars.env:2: no variable name before '=' in \"=value\""
+        );
+        assert_eq!(
+            err("# c\nMY VAR=1\n"),
+            "vars.env:2: variable name \"MY VAR\" contains whitespace"
+        );
+        assert_eq!(
+            err("\n\n1X=1"),
+            "vars.env:3: invalid variable name \"1X\": a letter, then letters, digits or '_'"
+        );
+    }
 }
