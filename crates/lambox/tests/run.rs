@@ -507,7 +507,14 @@ fn shutdown_leaves_nothing_behind() {
 
 #[test]
 fn sigterm_lets_a_running_invoke_finish_then_leaves_nothing_behind() {
-    let mut run = Running::start("rust-echo", &["--timeout", "10"]);
+    let mut run = Running::start("rust-echo", &["--timeout", "10", "--concurrency", "2"]);
+    // An Event invoke has no connection to keep it alive: the pool's graceful shutdown does.
+    let (status, h, _) = run.invoke(
+        r#"{"sleep_ms":2500}"#,
+        &[("X-Amz-Invocation-Type", "Event")],
+    );
+    assert_eq!(status, 202);
+    let event_id = header(&h, "x-amzn-requestid").expect("id").to_owned();
     let addr = run.addr.clone();
     let caller = std::thread::spawn(move || {
         post(
@@ -517,7 +524,9 @@ fn sigterm_lets_a_running_invoke_finish_then_leaves_nothing_behind() {
             &[],
         )
     });
-    run.wait_log(60, "START", |l| l.contains("START RequestId: "));
+    run.wait_log(60, "two STARTs", |l| {
+        l.matches("START RequestId: ").count() == 2
+    });
     let data = run.data.path().to_path_buf();
     let pid = run.pid();
     let pids = env_pids(pid);
@@ -540,7 +549,12 @@ fn sigterm_lets_a_running_invoke_finish_then_leaves_nothing_behind() {
     let shutting = log.find("lambox: shutting down").expect("shutdown line");
     let end = log.find("END RequestId: ").expect("END");
     assert!(shutting < end, "the invoke ended before SIGTERM: {log}");
-    assert!(log.contains("REPORT RequestId: "), "{log}");
+    assert_eq!(log.matches("REPORT RequestId: ").count(), 2, "{log}");
+    let event_end = log
+        .find(&format!("END RequestId: {event_id}"))
+        .expect("the Event invoke's END");
+    assert!(shutting < event_end, "{log}");
+    assert!(!log.contains("Status: error"), "{log}");
     assert_nothing_left(&data, pid, &pids);
     assert!(
         TcpStream::connect(&run.addr).is_err(),
