@@ -25,6 +25,7 @@ const IMAGES: &[(&str, bool)] = &[
     ("hello-python", true),
     ("rust-echo", true),
     ("shell-runtime", true),
+    ("aws-base", false),
     ("probe-python", false),
     ("hello-python-buildah", true),
     ("buildah-run", true),
@@ -211,6 +212,12 @@ fn function_images_have_their_entrypoints() {
         ("rust-echo", &["/var/task/bootstrap"], None, "/var/task"),
         ("shell-runtime", &["/var/task/bootstrap"], None, "/var/task"),
         (
+            "aws-base",
+            &["/lambda-entrypoint.sh"],
+            Some(&["app.handler"]),
+            "/var/task",
+        ),
+        (
             "probe-python",
             &["/usr/bin/python3", "-m", "awslambdaric"],
             Some(&["probe.handler"]),
@@ -259,6 +266,20 @@ fn function_images_have_their_entrypoints() {
     assert!(layer_entries("shell-runtime", 1)
         .iter()
         .any(|e| e == "./var/task/bootstrap"));
+    // aws-base: the busybox layer + AWS's base-image layout, the real emulator included.
+    let (_, aws, _) = image_config("aws-base");
+    assert_eq!(aws["layers"][0]["digest"], busybox["layers"][0]["digest"]);
+    let aws = layer_entries("aws-base", 1);
+    for want in [
+        "./lambda-entrypoint.sh",
+        "./usr/local/bin/aws-lambda-rie",
+        "./var/runtime/bootstrap",
+    ] {
+        assert!(
+            aws.iter().any(|e| e == want),
+            "aws-base lacks {want}: {aws:?}"
+        );
+    }
     // probe-python shares its base layer with hello-python.
     let (_, probe, _) = image_config("probe-python");
     let (_, hello, _) = image_config("hello-python");
