@@ -864,6 +864,8 @@ fn aws_base_image_entrypoint_starts_the_real_runtime_not_the_emulator() {
         log.contains("aws-base bootstrap: started") && log.contains("handler app.handler"),
         "{log}"
     );
+    // The emulator tags its log lines "(rapid)".
+    assert!(!log.contains("(rapid)"), "{log}");
     drop(run);
 
     // The control: without AWS_LAMBDA_RUNTIME_API the same entrypoint starts the emulator,
@@ -888,6 +890,8 @@ fn aws_base_image_entrypoint_starts_the_real_runtime_not_the_emulator() {
         "{body}"
     );
     assert!(!body.contains("/var/runtime/bootstrap"), "{body}");
+    // It was the emulator (it cannot bind 127.0.0.1:9001, which lambox holds).
+    run.wait_log(10, "the emulator's log", |l| l.contains("(rapid)"));
 }
 
 #[test]
