@@ -67,10 +67,16 @@ pub struct RunArgs {
     import: ImportArgs,
 }
 
-fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
+/// `-e KEY=VALUE`, or `-e KEY` for lambox's own value of KEY (skipped when unset), as
+/// `docker run -e` reads them.
+fn parse_env_item(
+    item: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>> {
     match item.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("{origin}: {item:?} is not KEY=VALUE"),
+        Some((k, v)) if !k.is_empty() => Ok(Some((k.to_string(), v.to_string()))),
+        None if !item.is_empty() => Ok(lookup(item).map(|v| (item.to_string(), v))),
+        _ => bail!("--env: {item:?} is not KEY=VALUE or KEY"),
     }
 }
 
@@ -234,7 +240,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             .extend(parse_env_file(file, &text, |k| std::env::var(k).ok())?);
     }
     for item in &args.env {
-        function.env.push(parse_env_item(item, "--env")?);
+        function
+            .env
+            .extend(parse_env_item(item, |k| std::env::var(k).ok())?);
     }
     function.credentials = AwsCredentials::from_process_env();
     function
@@ -370,6 +378,21 @@ mod tests {
         assert_eq!(
             vars,
             want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+    }
+
+    #[test]
+    fn env_flags_read_as_docker_reads_them() {
+        let lookup = |k: &str| (k == "FROM_HOST").then(|| "h".to_string());
+        let item = |i: &str| parse_env_item(i, lookup);
+        let pair = |k: &str, v: &str| Some((k.to_string(), v.to_string()));
+        assert_eq!(item("A=b=c").expect("valid"), pair("A", "b=c"));
+        assert_eq!(item("A=").expect("valid"), pair("A", ""));
+        assert_eq!(item("FROM_HOST").expect("valid"), pair("FROM_HOST", "h"));
+        assert_eq!(item("UNSET").expect("valid"), None);
+        assert_eq!(
+            item("=x").expect_err("invalid").to_string(),
+            "--env: \"=x\" is not KEY=VALUE or KEY"
         );
     }
 

@@ -913,10 +913,12 @@ fn env_file_and_env_flags_with_reserved_keys_winning() {
             "SHARED=flag",
             "-e",
             "AWS_LAMBDA_FUNCTION_VERSION=7",
+            "-e",
+            "BARE_FLAG",
             "--function-name",
             "probe",
         ],
-        &[("FROM_HOST", "host value")],
+        &[("FROM_HOST", "host value"), ("BARE_FLAG", "bare")],
     );
     let (status, _, body) = run.invoke("{}", &[]);
     assert_eq!(status, 200, "{body} {}", run.log_text());
@@ -927,6 +929,7 @@ fn env_file_and_env_flags_with_reserved_keys_winning() {
     assert_eq!(env["EQ"], "x=y", "{env}");
     assert_eq!(env["FROM_HOST"], "host value", "{env}");
     assert!(env.get("NOT_ON_HOST").is_none(), "{env}");
+    assert_eq!(env["BARE_FLAG"], "bare", "{env}");
     // Reserved keys: Lambda's values win over the user's.
     assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "probe", "{env}");
     assert_eq!(env["LAMBDA_TASK_ROOT"], "/var/task", "{env}");
