@@ -179,6 +179,9 @@ impl Launcher for SandboxLauncher {
         };
         let (sandbox, child, listener) = Sandbox::spawn_with(&self.config, &sandbox_spec, |cmd| {
             tokio::process::Command::from(cmd)
+                // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
+                // reaches lambox, which shuts down gracefully, not the functions.
+                .process_group(0)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ impl Running {
             .args(["run", "-q", &oci_ref(image), "--listen", &addr])
             .args(extra)
             .envs(env.iter().copied())
+            // Its own process group, as a shell job has: `interrupt_group` is a terminal's Ctrl-C.
+            .process_group(0)
             .stdout(file.try_clone().expect("clone"))
             .stderr(file)
             .spawn()
@@ -560,6 +563,50 @@ fn sigterm_lets_a_running_invoke_finish_then_leaves_nothing_behind() {
         TcpStream::connect(&run.addr).is_err(),
         "still listening after shutdown"
     );
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_lets_a_running_invoke_finish() {
+    let mut run = Running::start("rust-echo", &["--timeout", "10"]);
+    let addr = run.addr.clone();
+    let caller = std::thread::spawn(move || {
+        post(
+            &addr,
+            "/2015-03-31/functions/function/invocations",
+            r#"{"sleep_ms":1500,"ctrl":"c"}"#,
+            &[],
+        )
+    });
+    run.wait_log(60, "START", |l| l.contains("START RequestId: "));
+    // A terminal sends SIGINT to the whole foreground process group.
+    let pid = run.pid();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pid}")])
+        .status();
+    let (status, h, body) = caller.join().expect("caller");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&h, "x-amz-function-error"), None, "{body}");
+    assert_eq!(json(&body)["ctrl"], "c", "{body}");
+    // lambox exits by itself, cleanly, leaving nothing.
+    let mut child = run.child.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lambox run did not exit on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status} {}", run.log_text());
+    assert!(
+        run.log_text().contains("END RequestId: "),
+        "{}",
+        run.log_text()
+    );
+    assert_nothing_left(run.data.path(), pid, &[]);
 }
 
 #[test]
