@@ -119,12 +119,19 @@
 //! * Pure cgroup v2 is implemented but only the hybrid layout has been tested.
 
 mod cgroup;
+mod hostnet;
 mod init;
 mod mounts;
 mod net;
+mod netlink;
 mod proto;
 mod spawn;
 mod sys;
+
+pub use hostnet::{
+    time_namespace_setup, HostNetwork, NatNetwork, Network, NetworkError, Subnet, DEFAULT_SUBNET,
+    NFT_TABLE,
+};
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -174,6 +181,8 @@ pub struct SandboxConfig {
     /// Mount the overlay with one `lowerdir=` option string (`mount(2)`) even where the kernel
     /// has `fsconfig(lowerdir+)` (Linux ≥ 6.8). Older kernels get the former anyway. For tests.
     pub legacy_overlay: bool,
+    /// Only `lo` (default), or a NAT uplink from a [`HostNetwork`].
+    pub network: Network,
 }
 
 impl SandboxConfig {
@@ -182,6 +191,7 @@ impl SandboxConfig {
             state_dir: state_dir.into(),
             init_exe: PathBuf::from("/proc/self/exe"),
             legacy_overlay: false,
+            network: Network::None,
         }
     }
 }
