@@ -470,6 +470,14 @@ fn write_resolv_layer(state_dir: &Path, content: &str) -> Result<PathBuf, Networ
     Ok(dir)
 }
 
+/// Start making network namespaces for environments of `config` with their Runtime API on
+/// `runtime_api_port` now (in the background), rather than at the first spawn, so that the
+/// first cold start does not pay for its namespace either. Only the first port and network
+/// asked for (here or by a spawn) are ever pooled.
+pub fn prewarm_network(config: &crate::SandboxConfig, runtime_api_port: u16) {
+    crate::net::prewarm(runtime_api_port, config.network.plan());
+}
+
 /// Prepare `n` network namespaces the way the `lambox-netns` thread does (with `network`'s
 /// uplink, if any), dropping each at once; returns each one's duration. For measurements.
 #[doc(hidden)]

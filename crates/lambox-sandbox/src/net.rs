@@ -175,15 +175,23 @@ struct Pool {
     rx: Mutex<Receiver<Prepared>>,
 }
 
-/// A ready namespace for `port` and `nat`, if the pool has one. Starts the pool on first use
-/// (for that port and network; other combinations are never pooled).
-pub(crate) fn take(port: u16, nat: Option<&NatPlan>) -> Option<Prepared> {
+/// The pool for `port` and `nat`, started on first use; `None` if the pool was started for
+/// another port or network (only the first combination asked for is pooled).
+fn pool(port: u16, nat: Option<&NatPlan>) -> Option<&'static Pool> {
     static POOL: OnceLock<Option<Pool>> = OnceLock::new();
     let pool = POOL.get_or_init(|| start(port, nat.copied())).as_ref()?;
-    if pool.port != port || pool.nat.as_ref() != nat {
-        return None;
-    }
-    pool.rx
+    (pool.port == port && pool.nat.as_ref() == nat).then_some(pool)
+}
+
+/// Start the pool now, so that even the first environment finds a namespace ready.
+pub(crate) fn prewarm(port: u16, nat: Option<&NatPlan>) {
+    let _ = pool(port, nat);
+}
+
+/// A ready namespace for `port` and `nat`, if the pool has one.
+pub(crate) fn take(port: u16, nat: Option<&NatPlan>) -> Option<Prepared> {
+    pool(port, nat)?
+        .rx
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .try_recv()

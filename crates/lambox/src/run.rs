@@ -220,6 +220,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             Some(host)
         }
     };
+    // The first cold start finds its network namespace (and veth pair) made already.
+    lambox_sandbox::prewarm_network(&config, RUNTIME_API_PORT);
     let launcher = SandboxLauncher {
         config,
         layers: entry
