@@ -168,6 +168,10 @@ impl HostNetwork {
         // Shared from now on (a conversion: we hold net.lock, so no one starts or stops in
         // between).
         let joined = flock(&users, FlockOperation::LockShared, "net.users");
+        if result.is_err() && alone {
+            // Nothing will use forwarding: put it back as it was.
+            let _ = restore_forwarding();
+        }
         drop(mutex);
         result?;
         joined?;

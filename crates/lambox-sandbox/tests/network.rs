@@ -191,9 +191,79 @@ fn link_exists_with(addr: &str) -> bool {
         .is_empty()
 }
 
+/// The two tests share the host's `inet lambox` table: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn nft_table() -> Option<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "lambox"])
+        .output()
+        .expect("nft");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether no lambox process uses NAT (nobody holds /run/lambox/net.users).
+fn no_nat_users() -> bool {
+    !std::path::Path::new("/run/lambox/net.users").exists()
+        || Command::new("flock")
+            .args(["-n", "-x", "/run/lambox/net.users", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_stale_table_is_replaced_and_the_last_user_removes_it() {
+    let Some(f) = fixture() else { return };
+    let _serial = serial();
+    if !no_nat_users() {
+        eprintln!("skipped: another lambox process uses NAT");
+        return;
+    }
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl");
+    // What a crashed run would leave: the table (here with a chain of its own).
+    sh("nft add table inet lambox && nft add chain inet lambox stale_chain");
+    let subnet: Subnet = DEFAULT_SUBNET.parse().expect("subnet");
+    let first = HostNetwork::setup(&f.config.state_dir, subnet).expect("first");
+    let table = nft_table().expect("table");
+    assert!(!table.contains("stale_chain"), "{table}");
+    assert!(table.contains("masquerade"), "{table}");
+    // A second user (another lambox process: flock locks belong to open files) joins...
+    let second = HostNetwork::setup(&f.config.state_dir, subnet).expect("second");
+    assert_eq!(
+        nft_table().as_deref(),
+        Some(table.as_str()),
+        "joined, not replaced"
+    );
+    // ...the first leaves: the table stays for the second...
+    first.teardown();
+    assert!(nft_table().is_some(), "still used by the second");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .expect("sysctl")
+            .trim(),
+        "1"
+    );
+    // ...and the last one removes it and puts forwarding back.
+    second.teardown();
+    assert!(nft_table().is_none(), "table left");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl"),
+        forward
+    );
+}
+
 #[test]
 fn nat_reaches_outside_but_not_the_host_other_environments_or_metadata() {
     let Some(mut f) = fixture() else { return };
+    let _serial = serial();
     let outside = Outside::start();
     let subnet: Subnet = DEFAULT_SUBNET.parse().expect("subnet");
     let host = HostNetwork::setup(&f.config.state_dir, subnet).expect("host network");
