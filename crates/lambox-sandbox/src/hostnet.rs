@@ -146,12 +146,27 @@ pub struct HostNetwork {
 
 impl HostNetwork {
     /// Prepare the host: check that `subnet` collides with no route of the host, write the
-    /// environments' `resolv.conf` under `state_dir`, create (or join) the nftables table and
-    /// turn IPv4 forwarding on. Needs root and the `nft` program.
-    pub fn setup(state_dir: &Path, subnet: Subnet) -> Result<Self, NetworkError> {
+    /// environments' `resolv.conf` under `state_dir` (with `dns`, else the host's reachable
+    /// nameservers), create (or join) the nftables table and turn IPv4 forwarding on. Needs
+    /// root and the `nft` program.
+    pub fn setup(
+        state_dir: &Path,
+        subnet: Subnet,
+        dns: Option<&[Ipv4Addr]>,
+    ) -> Result<Self, NetworkError> {
         check_routes(subnet)?;
-        let nameservers = host_nameservers();
-        let resolv_layer = write_resolv_layer(state_dir, &resolv_conf(&nameservers))?;
+        let (nameservers, origin) = match dns {
+            Some(d) => {
+                if let Some(bad) = d.iter().find(|a| !reachable_nameserver(a)) {
+                    return Err(NetworkError(format!(
+                        "nameserver {bad}: a loopback, link-local or unspecified address cannot be reached from an environment"
+                    )));
+                }
+                (d.to_vec(), "given to lambox run")
+            }
+            None => (host_nameservers(), "from the host's resolvers"),
+        };
+        let resolv_layer = write_resolv_layer(state_dir, &resolv_conf(&nameservers, origin))?;
 
         std::fs::create_dir_all(LOCK_DIR).map_err(|e| err(format!("create {LOCK_DIR}"), e))?;
         let mutex = lock_file("net.lock")?;
@@ -415,8 +430,13 @@ pub(crate) fn usable_nameservers(text: &str) -> Vec<Ipv4Addr> {
                 .then(|| w.next()?.parse::<Ipv4Addr>().ok())
                 .flatten()
         })
-        .filter(|a| !a.is_loopback() && !a.is_link_local() && !a.is_unspecified())
+        .filter(reachable_nameserver)
         .collect()
+}
+
+/// Whether an environment can reach a resolver at `a` (through NAT, IPv4).
+fn reachable_nameserver(a: &Ipv4Addr) -> bool {
+    !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
 }
 
 /// The host's usable nameservers: `/etc/resolv.conf`'s, or if it names only a loopback
@@ -431,8 +451,8 @@ fn host_nameservers() -> Vec<Ipv4Addr> {
     Vec::new()
 }
 
-pub(crate) fn resolv_conf(nameservers: &[Ipv4Addr]) -> String {
-    let mut s = String::from("# Written by lambox from the host's resolvers.\n");
+pub(crate) fn resolv_conf(nameservers: &[Ipv4Addr], origin: &str) -> String {
+    let mut s = format!("# Written by lambox ({origin}).\n");
     if nameservers.is_empty() {
         s.push_str("# The host has no resolver an environment can reach (only loopback ones).\n");
     }
@@ -525,8 +545,8 @@ mod tests {
             usable_nameservers(text),
             vec![Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(9, 9, 9, 9)]
         );
-        assert!(resolv_conf(&[]).contains("no resolver"));
-        assert!(resolv_conf(&usable_nameservers(text))
+        assert!(resolv_conf(&[], "x").contains("no resolver"));
+        assert!(resolv_conf(&usable_nameservers(text), "x")
             .ends_with("nameserver 10.1.2.3\nnameserver 9.9.9.9\n"));
     }
 

@@ -231,12 +231,12 @@ fn a_stale_table_is_replaced_and_the_last_user_removes_it() {
     // What a crashed run would leave: the table (here with a chain of its own).
     sh("nft add table inet lambox && nft add chain inet lambox stale_chain");
     let subnet: Subnet = DEFAULT_SUBNET.parse().expect("subnet");
-    let first = HostNetwork::setup(&f.config.state_dir, subnet).expect("first");
+    let first = HostNetwork::setup(&f.config.state_dir, subnet, None).expect("first");
     let table = nft_table().expect("table");
     assert!(!table.contains("stale_chain"), "{table}");
     assert!(table.contains("masquerade"), "{table}");
     // A second user (another lambox process: flock locks belong to open files) joins...
-    let second = HostNetwork::setup(&f.config.state_dir, subnet).expect("second");
+    let second = HostNetwork::setup(&f.config.state_dir, subnet, None).expect("second");
     assert_eq!(
         nft_table().as_deref(),
         Some(table.as_str()),
@@ -266,7 +266,7 @@ fn nat_reaches_outside_but_not_the_host_other_environments_or_metadata() {
     let _serial = serial();
     let outside = Outside::start();
     let subnet: Subnet = DEFAULT_SUBNET.parse().expect("subnet");
-    let host = HostNetwork::setup(&f.config.state_dir, subnet).expect("host network");
+    let host = HostNetwork::setup(&f.config.state_dir, subnet, None).expect("host network");
     f.config.network = host.network();
     std::fs::write(f.layers[1].join("net.sh"), NET_PROBE).expect("write");
     std::fs::set_permissions(

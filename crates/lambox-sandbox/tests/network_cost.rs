@@ -35,8 +35,12 @@ fn nat_cold_start_cost() {
     let Some(mut f) = common::fixture() else {
         return;
     };
-    let host = HostNetwork::setup(&f.config.state_dir, DEFAULT_SUBNET.parse().expect("subnet"))
-        .expect("host network");
+    let host = HostNetwork::setup(
+        &f.config.state_dir,
+        DEFAULT_SUBNET.parse().expect("subnet"),
+        None,
+    )
+    .expect("host network");
     let nat = host.network();
 
     // 1. The pool thread's work per namespace.

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// With --network nat: the private subnet environments' addresses come from (a /30 each)
     #[arg(long, default_value = lambox_sandbox::DEFAULT_SUBNET, value_parser = parse_subnet)]
     network_subnet: Subnet,
+    /// With --network nat: a nameserver for the environments' /etc/resolv.conf (repeatable;
+    /// default: the host's, unless loopback)
+    #[arg(long, value_name = "IPV4")]
+    dns: Vec<std::net::Ipv4Addr>,
     #[command(flatten)]
     import: ImportArgs,
 }
@@ -209,11 +213,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         NetworkMode::Nat => {
             std::fs::create_dir_all(&config.state_dir)
                 .with_context(|| format!("create {}", config.state_dir.display()))?;
-            let host = HostNetwork::setup(&config.state_dir, args.network_subnet)
+            let dns = (!args.dns.is_empty()).then_some(args.dns.as_slice());
+            let host = HostNetwork::setup(&config.state_dir, args.network_subnet, dns)
                 .context("set up --network nat")?;
             if host.nameservers().is_empty() {
                 eprintln!(
-                    "lambox: warning: the host has no DNS resolver environments can reach (only loopback ones); functions get no DNS"
+                    "lambox: warning: the host has no DNS resolver environments can reach (only loopback ones); functions get no DNS unless --dns is given"
                 );
             }
             config.network = host.network();

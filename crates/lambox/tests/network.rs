@@ -31,12 +31,30 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A minimal DNS server on UDP port 53 of `argv[1]`: every A question gets 192.0.2.77.
+const DNS_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    q, peer = s.recvfrom(512)
+    i = 12
+    while q[i] != 0:
+        i += q[i] + 1
+    question = q[12:i + 5]
+    is_a = q[i + 1:i + 3] == b"\x00\x01"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 77])
+    head = q[:2] + b"\x81\x80" + b"\x00\x01" + (b"\x00\x01" if is_a else b"\x00\x00") + b"\x00\x00\x00\x00"
+    s.sendto(head + question + (answer if is_a else b""), peer)
+"#;
+
 /// "The internet": a network namespace behind a veth pair `lxo<pid>` (not lambox's), with an
 /// HTTP server (busybox httpd) on port 8080 at `addr` and at 169.254.169.254, which the host
-/// routes to it. Everything goes away on drop (the namespace dies with its last process).
+/// routes to it, and a DNS server at `addr`. Everything goes away on drop (the namespace dies with its last process).
 struct Outside {
     holder: Child,
     server: Option<Child>,
+    dns: Option<Child>,
     addr: Ipv4Addr,
     _www: tempfile::TempDir,
 }
@@ -55,6 +73,7 @@ impl Outside {
         let mut out = Outside {
             holder,
             server: None,
+            dns: None,
             addr,
             _www: tempfile::tempdir().expect("tempdir"),
         };
@@ -79,6 +98,14 @@ impl Outside {
              ip route replace 169.254.169.254/32 via {addr} dev {ifname}"
         ));
         std::fs::write(out._www.path().join("hello.txt"), "hello-from-outside\n").expect("www");
+        // A DNS server answering every A question with 192.0.2.77 (others: no answer).
+        out.dns = Some(
+            Command::new("nsenter")
+                .args(["-t", &ns.to_string(), "-n", "python3", "-c", DNS_SERVER])
+                .arg(addr.to_string())
+                .spawn()
+                .expect("dns server"),
+        );
         out.server = Some(
             Command::new("nsenter")
                 .args(["-t", &ns.to_string(), "-n", "busybox", "httpd", "-f"])
@@ -101,6 +128,7 @@ impl Drop for Outside {
         for c in self
             .server
             .iter_mut()
+            .chain(self.dns.iter_mut())
             .chain(std::iter::once(&mut self.holder))
         {
             let _ = c.kill();
@@ -286,7 +314,11 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
     let forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl");
     let outside = Outside::start();
     let host_port = host_server();
-    let mut run = Running::start("probe-python", &["--concurrency", "2", "--timeout", "30"]);
+    let dns = outside.addr.to_string();
+    let mut run = Running::start(
+        "probe-python",
+        &["--concurrency", "2", "--timeout", "30", "--dns", &dns],
+    );
     assert!(table_exists(), "the inet lambox table exists while running");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -314,19 +346,20 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
         assert!(links_with(g).contains("lambox"), "the host end carries {g}");
     }
 
-    // DNS: the host's reachable (non-loopback IPv4) nameservers.
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    for ns in host_resolv
-        .lines()
-        .filter_map(|l| l.strip_prefix("nameserver "))
-    {
-        if let Ok(ip) = ns.trim().parse::<Ipv4Addr>() {
-            let listed = a["resolv_conf"]
-                .as_str()
-                .is_some_and(|r| r.contains(&format!("nameserver {ip}\n")));
-            assert_eq!(listed, !ip.is_loopback(), "{ip}: {}", a["resolv_conf"]);
-        }
-    }
+    // DNS: the --dns server, outside, through NAT.
+    assert!(
+        a["resolv_conf"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(&format!("\nnameserver {dns}\n"))),
+        "{}",
+        a["resolv_conf"]
+    );
+    let v = run.invoke(&json!({"resolve": ["function.example.test"]}));
+    assert_eq!(
+        v["resolve"]["function.example.test"],
+        json!(["192.0.2.77"]),
+        "{v}"
+    );
 
     // One environment tries everything; the other one's addresses are off limits.
     let outside_url = format!("http://{}:8080/hello.txt", outside.addr);
@@ -454,6 +487,17 @@ fn a_bad_or_colliding_subnet_is_refused_in_one_line() {
         err.contains("invalid subnet \"10.0.0.1/8\": host bits are set"),
         "{err}"
     );
+
+    // A resolver the environments cannot reach.
+    let out = data
+        .lambox()
+        .args(["run", "-q", &oci_ref("probe-python"), "--dns", "127.0.0.53"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("nameserver 127.0.0.53: a loopback"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // A subnet the host already routes (its own link's) would misroute replies.
     let route = sh("ip -4 -o route show scope link | awk '$1 ~ /\\// && $3 !~ /^(lambox|lxo)/ {print $1; exit}'");
