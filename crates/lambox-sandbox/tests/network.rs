@@ -318,7 +318,10 @@ fn nat_reaches_outside_but_not_the_host_other_environments_or_metadata() {
         args.push(format!("host{i}={a}:{host_port}"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let spec_a = f.spec(&argv);
+    let mut spec_a = f.spec(&argv);
+    // Another port than B's: never pooled, so the helper makes A's namespace and veth pair
+    // itself (B's path is the pool's, once it has started).
+    spec_a.runtime_api_port = 9002;
     let mut a = f.spawn(&spec_a).expect("spawn A");
     let out = a.finish(Duration::from_secs(60));
     println!("B:\n{b_out}\nA:\n{}\n{}", out.stdout, out.stderr);
