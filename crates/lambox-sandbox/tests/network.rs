@@ -228,8 +228,12 @@ fn a_stale_table_is_replaced_and_the_last_user_removes_it() {
         return;
     }
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl");
-    // What a crashed run would leave: the table (here with a chain of its own).
+    // What a crashed run would leave: the table (here with a chain of its own), forwarding on,
+    // and the record of what it was before.
     sh("nft add table inet lambox && nft add chain inet lambox stale_chain");
+    std::fs::create_dir_all("/run/lambox").expect("mkdir");
+    std::fs::write("/run/lambox/net.forward", forward.trim()).expect("record");
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("sysctl");
     let subnet: Subnet = DEFAULT_SUBNET.parse().expect("subnet");
     let first = HostNetwork::setup(&f.config.state_dir, subnet, None).expect("first");
     let table = nft_table().expect("table");
@@ -256,8 +260,10 @@ fn a_stale_table_is_replaced_and_the_last_user_removes_it() {
     assert!(nft_table().is_none(), "table left");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl"),
-        forward
+        forward,
+        "forwarding as it was before the crashed run"
     );
+    assert!(!std::path::Path::new("/run/lambox/net.forward").exists());
 }
 
 #[test]
