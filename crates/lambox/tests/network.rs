@@ -206,14 +206,18 @@ struct Running {
 }
 
 impl Running {
+    /// Listens on all the host's addresses (`0.0.0.0:port`), so that environments could try
+    /// lambox's own Invoke API on them; `addr` is its loopback one.
     fn start(image: &str, extra: &[&str]) -> Running {
         let data = DataDir::new();
-        let addr = format!("127.0.0.1:{}", common::free_port());
+        let port = common::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let listen = format!("0.0.0.0:{port}");
         let log = data.path().join("run.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = data
             .lambox()
-            .args(["run", "-q", &oci_ref(image), "--listen", &addr])
+            .args(["run", "-q", &oci_ref(image), "--listen", &listen])
             .args(extra)
             .stdout(file.try_clone().expect("clone"))
             .stderr(file)
@@ -370,8 +374,11 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
     for g in &gateways {
         targets.push(format!("{}:{host_port}", g.as_str().expect("gw")));
     }
+    let lambox_port = run.addr.rsplit_once(':').expect("port").1.to_string();
     for h in host_addresses() {
         targets.push(format!("{h}:{host_port}"));
+        // lambox's own Invoke API, listening on every host address.
+        targets.push(format!("{h}:{lambox_port}"));
     }
     let v = run.invoke(&json!({
         "connect": targets,
@@ -401,8 +408,11 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
         .any(|t| t.starts_with(&format!("{}:", other.as_str().expect("o")))));
     // Its own Runtime API is where Lambda puts it.
     assert_eq!(v["connect_127.0.0.1:9001"]["connected"], true, "{text}");
-    // The banner server is up: the host reaches it.
-    assert!(TcpStream::connect(("127.0.0.1", host_port)).is_ok());
+    // The banner server and lambox's listener are up: the host reaches them on its addresses.
+    for h in host_addresses() {
+        assert!(TcpStream::connect(format!("{h}:{host_port}")).is_ok());
+        assert!(TcpStream::connect(format!("{h}:{lambox_port}")).is_ok());
+    }
 
     // SIGTERM: the veth pairs go with the namespaces; the last NAT user removes the table and
     // puts forwarding back.
