@@ -20,6 +20,8 @@ PACKAGES=(
   zstd pigz gzip xz-utils
   # misc
   ca-certificates python3 python3-pip tar coreutils util-linux iproute2 curl
+  # lambox run --network nat (the nft program) and its tests
+  nftables
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -54,7 +56,7 @@ else
   log "all ${#PACKAGES[@]} packages already installed"
 fi
 
-for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3; do
+for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3 nft; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool || -x /sbin/$tool ]] \
     || die "'$tool' still not found after install"
 done

@@ -226,6 +226,13 @@ fn helper_setup(ctl: &mut Ctl) -> Result<Running, Failure> {
     rproc::umask(Mode::empty());
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
+    // A NAT uplink of our own needs a handle on the host's namespace, taken before we leave it.
+    let host = match (&netns, &spec.nat) {
+        (None, Some(_)) => {
+            Some(net::HostSide::open().map_err(|e| setup("open the host's network namespace", e))?)
+        }
+        _ => None,
+    };
     if netns.is_none() {
         flags |= UnshareFlags::NEWNET;
     }
@@ -251,15 +258,13 @@ fn helper_setup(ctl: &mut Ctl) -> Result<Running, Failure> {
             .map_err(|e| setup("enter the network namespace", io::Error::from(e)))?;
             None
         }
-        None => {
-            net::loopback_up().map_err(|e| setup("bring up lo", e))?;
-            Some(
-                net::runtime_api_listener(spec.port)
-                    .map_err(|e| setup(format!("listen on 127.0.0.1:{}", spec.port), e))?,
-            )
-        }
+        None => Some(
+            net::configure(spec.port, spec.nat.as_ref().zip(host.as_ref()))
+                .map_err(|e| setup("set up the network namespace", e))?,
+        ),
     };
     drop(netns);
+    drop(host);
 
     // Step 5: the root filesystem, then pivot_root into it (see mounts.rs).
     mounts::build_root(

@@ -93,16 +93,19 @@
 //! The environment is exactly `Spec::env` plus `AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>` unless
 //! `Spec::env` sets it; in particular no `HOME`.
 //!
-//! **Network.** A network namespace with only `lo` (up), in which `127.0.0.1:<runtime_api_port>`
+//! **Network.** A network namespace with `lo` (up), in which `127.0.0.1:<runtime_api_port>`
 //! is bound; lambox serves the Runtime API on that listening socket from the host (a socket
-//! keeps its namespace), and no other environment can reach it. Creating a network namespace is
-//! the most expensive setup step, so a dedicated lambox thread (`lambox-netns`, started on the
-//! first `spawn`) keeps two ready: it `unshare(CLONE_NEWNET)`s itself (network namespaces are
-//! per thread), brings `lo` up and binds the listener; `spawn` passes the namespace fd to the
-//! helper (`SCM_RIGHTS`), which `setns`es into it. With the pool empty, or for a port other than
-//! the first one asked for, the helper creates the namespace, brings `lo` up and binds the
-//! listener itself, and passes the listener back. There is no other network in this version:
-//! outbound access (veth + NAT) is a later step.
+//! keeps its namespace), and no other environment can reach it. With
+//! [`SandboxConfig::network`] = [`Network::Nat`] (from a [`HostNetwork`], which owns the host's
+//! nftables table and forwarding) it also has `eth0`, a veth pair to `lambox<N>` on the host
+//! with a /30 of the subnet and a default route, and a lower layer with `/etc/resolv.conf`.
+//! Creating a namespace (and its veth pair) is the most expensive setup step, so a dedicated
+//! lambox thread (`lambox-netns`, started by [`prewarm_network`] or the first `spawn`) keeps
+//! two ready: it `unshare(CLONE_NEWNET)`s itself (network namespaces are per thread),
+//! configures the namespace and binds the listener; `spawn` passes the namespace fd to the
+//! helper (`SCM_RIGHTS`), which `setns`es into it. With the pool empty, or for a port or
+//! network other than the first one asked for, the helper does the same itself, and passes
+//! the listener back. See `net.rs` and `hostnet.rs`.
 //!
 //! # Known limits
 //!
@@ -119,12 +122,19 @@
 //! * Pure cgroup v2 is implemented but only the hybrid layout has been tested.
 
 mod cgroup;
+mod hostnet;
 mod init;
 mod mounts;
 mod net;
+mod netlink;
 mod proto;
 mod spawn;
 mod sys;
+
+pub use hostnet::{
+    prewarm_network, time_namespace_setup, HostNetwork, NatNetwork, Network, NetworkError, Subnet,
+    DEFAULT_SUBNET, NFT_TABLE,
+};
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -174,6 +184,8 @@ pub struct SandboxConfig {
     /// Mount the overlay with one `lowerdir=` option string (`mount(2)`) even where the kernel
     /// has `fsconfig(lowerdir+)` (Linux ≥ 6.8). Older kernels get the former anyway. For tests.
     pub legacy_overlay: bool,
+    /// Only `lo` (default), or a NAT uplink from a [`HostNetwork`].
+    pub network: Network,
 }
 
 impl SandboxConfig {
@@ -182,6 +194,7 @@ impl SandboxConfig {
             state_dir: state_dir.into(),
             init_exe: PathBuf::from("/proc/self/exe"),
             legacy_overlay: false,
+            network: Network::None,
         }
     }
 }

@@ -62,6 +62,9 @@ pub(crate) struct InitSpec {
     /// The first spec message carries (SCM_RIGHTS) a prepared network namespace to `setns`
     /// into: `lo` is up and lambox already holds the listener.
     pub netns_passed: bool,
+    /// Without a passed namespace: give the new one a NAT uplink from this plan.
+    #[serde(default)]
+    pub nat: Option<crate::net::NatPlan>,
     pub port: u16,
     pub argv: Vec<String>,
     /// `KEY=VALUE`, exactly what the function gets.

@@ -134,7 +134,7 @@ pub(crate) fn spawn<C>(
     let (skeleton, root) = state_dirs(&config.state_dir)?;
 
     // A network namespace made ahead of time (lo up, listener bound), if one is ready.
-    let prepared = net::take(spec.runtime_api_port);
+    let prepared = net::take(spec.runtime_api_port, config.network.plan());
 
     // Start the helper first: its exec overlaps with our cgroup work below (it needs the
     // cgroups only once it has read the spec).
@@ -178,6 +178,8 @@ pub(crate) fn spawn<C>(
     }
     let mut lowers = Vec::with_capacity(spec.layers.len() + 1);
     lowers.push(skeleton);
+    // With NAT: a layer holding only /etc/resolv.conf, over the image's.
+    lowers.extend(config.network.resolv_layer().map(Path::to_path_buf));
     lowers.extend(spec.layers.iter().rev().cloned());
     let init = InitSpec {
         cgroup_procs: cgroups.procs_files(),
@@ -188,6 +190,7 @@ pub(crate) fn spawn<C>(
         shm_mb: mounts::SHM_MB,
         hostname: spec.hostname.clone(),
         netns_passed: prepared.is_some(),
+        nat: config.network.plan().copied(),
         port: spec.runtime_api_port,
         argv: spec.argv.clone(),
         env,

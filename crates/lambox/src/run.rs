@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use lambox_runtime::config::{AwsCredentials, FunctionConfig, ImageConfig};
 use lambox_runtime::launch::{EnvControl, LaunchError, LaunchSpec, Launched, Launcher};
 use lambox_runtime::logs::StdoutLogSink;
 use lambox_runtime::pool::{Pool, PoolOptions};
-use lambox_sandbox::{Sandbox, SandboxConfig, SandboxError, Spec};
+use lambox_sandbox::{HostNetwork, Sandbox, SandboxConfig, SandboxError, Spec, Subnet};
 
 use crate::commands::{find_or_import, Ctx, ImageConfigArgs, ImportArgs};
 
@@ -63,8 +63,30 @@ pub struct RunArgs {
     /// environments are killed, seconds (a second signal kills them at once)
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     shutdown_grace: u64,
+    /// Environments' network: `nat` (outbound IPv4 through a veth pair and NAT; turns on the
+    /// host's IPv4 forwarding while running) or `none` (only lo, for the Runtime API)
+    #[arg(long, value_enum, default_value_t = NetworkMode::Nat)]
+    network: NetworkMode,
+    /// With --network nat: the private subnet environments' addresses come from (a /30 each)
+    #[arg(long, default_value = lambox_sandbox::DEFAULT_SUBNET, value_parser = parse_subnet)]
+    network_subnet: Subnet,
+    /// With --network nat: a nameserver for the environments' /etc/resolv.conf (repeatable;
+    /// default: the host's, unless loopback)
+    #[arg(long, value_name = "IPV4")]
+    dns: Vec<std::net::Ipv4Addr>,
     #[command(flatten)]
     import: ImportArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NetworkMode {
+    Nat,
+    None,
+}
+
+fn parse_subnet(s: &str) -> Result<Subnet, String> {
+    s.parse()
+        .map_err(|e: lambox_sandbox::NetworkError| e.to_string())
 }
 
 /// `-e KEY=VALUE`, or `-e KEY` for lambox's own value of KEY (skipped when unset), as
@@ -252,8 +274,30 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .validate()
         .context("invalid function configuration")?;
 
+    let mut config = SandboxConfig::new(ctx.store.root().join("run"));
+    // Held until the end: dropping it removes lambox's nftables table (if no other lambox
+    // process uses it) and restores forwarding.
+    let host_network = match args.network {
+        NetworkMode::None => None,
+        NetworkMode::Nat => {
+            std::fs::create_dir_all(&config.state_dir)
+                .with_context(|| format!("create {}", config.state_dir.display()))?;
+            let dns = (!args.dns.is_empty()).then_some(args.dns.as_slice());
+            let host = HostNetwork::setup(&config.state_dir, args.network_subnet, dns)
+                .context("set up --network nat")?;
+            if host.nameservers().is_empty() {
+                eprintln!(
+                    "lambox: warning: the host has no DNS resolver environments can reach (only loopback ones); functions get no DNS unless --dns is given"
+                );
+            }
+            config.network = host.network();
+            Some(host)
+        }
+    };
+    // The first cold start finds its network namespace (and veth pair) made already.
+    lambox_sandbox::prewarm_network(&config, RUNTIME_API_PORT);
     let launcher = SandboxLauncher {
-        config: SandboxConfig::new(ctx.store.root().join("run")),
+        config,
         layers: entry
             .image
             .layers
@@ -331,6 +375,9 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     lambox_sandbox::remove_empty_cgroups();
+    if let Some(host) = host_network {
+        host.teardown();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

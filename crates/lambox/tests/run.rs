@@ -264,14 +264,14 @@ fn the_function_sees_the_lambda_environment_from_inside() {
     let (status, _, body) = run.invoke(r#"{"write_tmp_mb":700}"#, &[]);
     assert_eq!(status, 200);
     assert_eq!(json(&body)["write_tmp"]["errno"], "ENOSPC", "{body}");
-    // Its own PID namespace (the function is not PID 1) and network namespace (only lo), with
-    // its Runtime API reachable at Lambda's address.
+    // Its own PID namespace (the function is not PID 1) and network namespace (lo, and eth0
+    // with the default --network nat), with its Runtime API reachable at Lambda's address.
     assert_ne!(v["pid"], 1, "{text}");
     assert!(
         v["proc_pids"].as_array().expect("pids").len() < 10,
         "{text}"
     );
-    assert_eq!(v["interfaces"], serde_json::json!(["lo"]), "{text}");
+    assert_eq!(v["interfaces"], serde_json::json!(["lo", "eth0"]), "{text}");
     assert_eq!(v["connect_127.0.0.1:9001"]["connected"], true, "{text}");
     assert_eq!(v["cwd"], "/function");
     // Lambda's variables, the Runtime API address, and no HOME.
