@@ -50,7 +50,10 @@ fn sh(cmd: &str) -> String {
 }
 
 /// "The internet": a network namespace behind a veth pair `lxo<pid>` (not lambox's), with an
-/// HTTP server (busybox httpd) on port 8080 at `addr` and at 169.254.169.254, which the host
+/// HTTP server (busybox httpd) on port 8080 at `addr` and at the link-local 169.254.77.77 (a
+/// stand-in for the cloud metadata address 169.254.169.254: the rules drop all of
+/// 169.254.0.0/16, and routing the real metadata address here would hide the host's own
+/// metadata service while the test runs), which the host
 /// routes to it. Everything goes away on drop (the namespace dies with its last process).
 struct Outside {
     holder: Child,
@@ -92,10 +95,10 @@ impl Outside {
              ip link set {ifname} up
              nsenter -t {ns} -n ip link set lo up
              nsenter -t {ns} -n ip addr add {addr}/30 dev eth0
-             nsenter -t {ns} -n ip addr add 169.254.169.254/32 dev eth0
+             nsenter -t {ns} -n ip addr add 169.254.77.77/32 dev eth0
              nsenter -t {ns} -n ip link set eth0 up
              nsenter -t {ns} -n ip route add default via {host}
-             ip route replace 169.254.169.254/32 via {addr} dev {ifname}"
+             ip route replace 169.254.77.77/32 via {addr} dev {ifname}"
         ));
         std::fs::write(out._www.path().join("hello.txt"), "hello-from-outside\n").expect("www");
         out.server = Some(
@@ -315,7 +318,7 @@ fn nat_reaches_outside_but_not_the_host_other_environments_or_metadata() {
         "/bin/sh".to_string(),
         "/net.sh".into(),
         format!("http_outside=http://{}:8080/hello.txt", outside.addr),
-        "http_metadata=http://169.254.169.254:8080/hello.txt".into(),
+        "http_metadata=http://169.254.77.77:8080/hello.txt".into(),
         format!("env_b=http://{b_addr}:8080/"),
         format!("env_b_tcp={b_addr}:8080"),
         format!("env_b_runtime_api={b_addr}:9001"),
@@ -341,8 +344,8 @@ fn nat_reaches_outside_but_not_the_host_other_environments_or_metadata() {
 
     // Outbound works, through NAT (the outside network has no route to the subnet).
     assert_eq!(get(&a_out, "http_outside"), "hello-from-outside");
-    // The host reaches 169.254.169.254 (the outside namespace serves it), environments not.
-    assert!(http_get("169.254.169.254:8080").is_some_and(|b| b.contains("hello-from-outside")));
+    // The host reaches 169.254.77.77 (the outside namespace serves it), environments not.
+    assert!(http_get("169.254.77.77:8080").is_some_and(|b| b.contains("hello-from-outside")));
     assert_eq!(get(&a_out, "http_metadata"), "FAIL");
     // B's server is up (B reaches it on its own address), yet A cannot reach it.
     assert_eq!(get(&b_out, "ifaces"), "eth0 lo");

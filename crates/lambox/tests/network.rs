@@ -1,7 +1,7 @@
 //! End-to-end: `lambox run --network nat|none` with the real sandbox and the probe-python
 //! image (awslambdaric). A function reaches an HTTP server outside the host (a network
 //! namespace of the test's own behind a veth, standing in for the internet), but not the host,
-//! another environment, nor 169.254.169.254; `--network none` has only lo; SIGTERM leaves no
+//! another environment, nor link-local addresses (cloud metadata); `--network none` has only lo; SIGTERM leaves no
 //! veth, namespace or nftables table behind.
 
 mod common;
@@ -49,7 +49,10 @@ while True:
 "#;
 
 /// "The internet": a network namespace behind a veth pair `lxo<pid>` (not lambox's), with an
-/// HTTP server (busybox httpd) on port 8080 at `addr` and at 169.254.169.254, which the host
+/// HTTP server (busybox httpd) on port 8080 at `addr` and at the link-local 169.254.77.77 (a
+/// stand-in for the cloud metadata address 169.254.169.254: the rules drop all of
+/// 169.254.0.0/16, and routing the real metadata address here would hide the host's own
+/// metadata service while the test runs), which the host
 /// routes to it, and a DNS server at `addr`. Everything goes away on drop (the namespace dies with its last process).
 struct Outside {
     holder: Child,
@@ -92,10 +95,10 @@ impl Outside {
              ip link set {ifname} up
              nsenter -t {ns} -n ip link set lo up
              nsenter -t {ns} -n ip addr add {addr}/30 dev eth0
-             nsenter -t {ns} -n ip addr add 169.254.169.254/32 dev eth0
+             nsenter -t {ns} -n ip addr add 169.254.77.77/32 dev eth0
              nsenter -t {ns} -n ip link set eth0 up
              nsenter -t {ns} -n ip route add default via {host}
-             ip route replace 169.254.169.254/32 via {addr} dev {ifname}"
+             ip route replace 169.254.77.77/32 via {addr} dev {ifname}"
         ));
         std::fs::write(out._www.path().join("hello.txt"), "hello-from-outside\n").expect("www");
         // A DNS server answering every A question with 192.0.2.77 (others: no answer).
@@ -382,7 +385,7 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
     }
     let v = run.invoke(&json!({
         "connect": targets,
-        "http_get": [outside_url, "http://169.254.169.254:8080/hello.txt"],
+        "http_get": [outside_url, "http://169.254.77.77:8080/hello.txt"],
         "connect_timeout": 1,
     }));
     let text = v.to_string();
@@ -391,10 +394,10 @@ fn nat_reaches_outside_but_not_the_host_another_environment_or_metadata() {
     assert!(me == addr_a || me == addr_b, "{text}");
     assert_eq!(v["http_get"][&outside_url]["status"], 200, "{text}");
     assert_eq!(v["http_get"][&outside_url]["body"], "hello-from-outside\n");
-    // The host itself reaches 169.254.169.254 (the outside namespace serves it); not the function.
-    assert!(host_fetch("169.254.169.254:8080").is_some_and(|b| b.contains("hello-from-outside")));
+    // The host itself reaches 169.254.77.77 (the outside namespace serves it); not the function.
+    assert!(host_fetch("169.254.77.77:8080").is_some_and(|b| b.contains("hello-from-outside")));
     assert!(
-        v["http_get"]["http://169.254.169.254:8080/hello.txt"]["error"].is_string(),
+        v["http_get"]["http://169.254.77.77:8080/hello.txt"]["error"].is_string(),
         "{text}"
     );
     for t in &targets {
