@@ -383,6 +383,35 @@ pub(crate) struct EnvCgroups {
     freezer: Option<(Version, PathBuf)>,
     /// v2 directory with `cgroup.kill`.
     kill: Option<PathBuf>,
+    /// The files touched on every invoke, opened once (an `openat` + `close` per access cost
+    /// 12 % of lambox's CPU on the warm path): see [`HeldFiles`].
+    held: HeldFiles,
+}
+
+/// Per-invoke cgroup files, open for the environment's lifetime.
+#[derive(Debug, Default)]
+struct HeldFiles {
+    /// `cgroup.freeze` (v2) or `freezer.state` (v1), for writing.
+    freeze: Option<fs::File>,
+    /// `cgroup.events` (v2; pollable: the kernel notifies each change of `frozen`) or
+    /// `freezer.state` (v1), for reading.
+    freeze_state: Option<fs::File>,
+    /// `memory.max_usage_in_bytes` (v1) or `memory.peak` (v2).
+    peak: Option<fs::File>,
+}
+
+/// Read a whole (small) cgroup file from offset 0 of an open file: one `pread`.
+fn pread_small(f: &fs::File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = f.read_at(&mut buf, 0)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Write a value to an open cgroup file (offset ignored by cgroup files): one `pwrite`.
+fn pwrite_value(f: &fs::File, value: &str) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_at(value.as_bytes(), 0).map(drop)
 }
 
 /// Our own cgroup in every hierarchy we use, once each.
@@ -414,9 +443,14 @@ pub(crate) fn remove_empty_groups() {
 }
 
 impl EnvCgroups {
-    /// Create the environment's cgroups and set its memory and pids limits (the CPU cap comes
-    /// later, see [`EnvCgroups::set_cpu_quota`]). `Ok(None)`: `id` is taken.
-    pub(crate) fn create(layout: &Layout, id: &str, memory_mb: u32) -> io::Result<Option<Self>> {
+    /// Create the environment's cgroups and set its pids limit and, if given, its memory limit
+    /// (else [`EnvCgroups::set_limits`] later; the CPU cap comes later too, see
+    /// [`EnvCgroups::set_cpu_quota`]). `Ok(None)`: `id` is taken.
+    pub(crate) fn create(
+        layout: &Layout,
+        id: &str,
+        memory_mb: Option<u32>,
+    ) -> io::Result<Option<Self>> {
         let owns = own_dirs(layout);
 
         let env_dir = |own: &Path| own.join(GROUP).join(id);
@@ -430,6 +464,7 @@ impl EnvCgroups {
                 .as_ref()
                 .map(|h| (h.version, env_dir(&h.own))),
             kill: None,
+            held: HeldFiles::default(),
         };
         for own in owns {
             let group = own.join(GROUP);
@@ -461,14 +496,55 @@ impl EnvCgroups {
                 cg.kill = Some(dir);
             }
         }
-        if let Err(e) = cg.set_limits(memory_mb) {
+        if let Err(e) = cg.open_held().and_then(|()| match memory_mb {
+            Some(mb) => cg.set_limits(mb),
+            None => cg.set_pids_limit(),
+        }) {
             cg.remove();
             return Err(e);
         }
         Ok(Some(cg))
     }
 
-    fn set_limits(&self, memory_mb: u32) -> io::Result<()> {
+    fn open_held(&mut self) -> io::Result<()> {
+        let open = |p: PathBuf, write: bool| {
+            fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open(&p)
+                .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", p.display())))
+        };
+        if let Some((version, dir)) = &self.freezer {
+            let (w, r) = match version {
+                Version::V2 => ("cgroup.freeze", "cgroup.events"),
+                Version::V1 => ("freezer.state", "freezer.state"),
+            };
+            self.held.freeze = Some(open(dir.join(w), true)?);
+            self.held.freeze_state = Some(open(dir.join(r), false)?);
+        }
+        if let Some((version, dir)) = &self.memory {
+            let file = match version {
+                Version::V1 => "memory.max_usage_in_bytes",
+                Version::V2 => "memory.peak",
+            };
+            // memory.peak is missing before Linux 5.19: peak memory is then unknown.
+            self.held.peak = open(dir.join(file), false).ok();
+        }
+        Ok(())
+    }
+
+    fn set_pids_limit(&self) -> io::Result<()> {
+        if let Some(dir) = &self.pids {
+            let p = dir.join("pids.max");
+            write_file(&p, &PIDS_MAX.to_string())
+                .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", p.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Set the memory limit (and pids) of cgroups made without one (a pre-spawned helper's,
+    /// see `crate::helpers`): cheap writes, done when the spec arrives.
+    pub(crate) fn set_limits(&self, memory_mb: u32) -> io::Result<()> {
         let set = |dir: &Path, file: &str, value: &str| {
             let p = dir.join(file);
             write_file(&p, value)
@@ -489,10 +565,7 @@ impl EnvCgroups {
             }
             None => {}
         }
-        if let Some(dir) = &self.pids {
-            set(dir, "pids.max", &PIDS_MAX.to_string())?;
-        }
-        Ok(())
+        self.set_pids_limit()
     }
 
     /// The `cgroup.procs` file of every directory: what the helper joins.
@@ -517,21 +590,26 @@ impl EnvCgroups {
         r.map_err(|e| io::Error::new(e.kind(), format!("set the CPU quota: {e}")))
     }
 
-    /// Freeze (`true`) or thaw, and wait (≤ 1 s) until the kernel reports it done.
+    /// Freeze (`true`) or thaw, and wait (≤ 1 s) until the kernel reports it done. Uses the
+    /// held files: one write, then reads of the state; on v2 the wait is a `poll` for the
+    /// kernel's change notification on `cgroup.events` (no sleeping in steps), on v1 (no
+    /// notification) short sleeps.
     pub(crate) fn set_frozen(&self, frozen: bool) -> io::Result<()> {
-        let Some((version, dir)) = &self.freezer else {
+        let (Some((version, _)), Some(control), Some(state)) =
+            (&self.freezer, &self.held.freeze, &self.held.freeze_state)
+        else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "no freezer cgroup available",
             ));
         };
-        let (file, value, state_file): (&str, &str, &str) = match (version, frozen) {
-            (Version::V2, true) => ("cgroup.freeze", "1", "cgroup.events"),
-            (Version::V2, false) => ("cgroup.freeze", "0", "cgroup.events"),
-            (Version::V1, true) => ("freezer.state", "FROZEN", "freezer.state"),
-            (Version::V1, false) => ("freezer.state", "THAWED", "freezer.state"),
+        let value = match (version, frozen) {
+            (Version::V2, true) => "1",
+            (Version::V2, false) => "0",
+            (Version::V1, true) => "FROZEN",
+            (Version::V1, false) => "THAWED",
         };
-        write_file(&dir.join(file), value)?;
+        pwrite_value(control, value)?;
         let done = |text: &str| match version {
             Version::V2 => keyed_value(text, "frozen") == Some(u64::from(frozen)),
             Version::V1 => text.trim() == value,
@@ -539,10 +617,12 @@ impl EnvCgroups {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut pause = Duration::from_micros(50);
         loop {
-            if done(&fs::read_to_string(dir.join(state_file))?) {
+            // On v2 this read also re-arms the notification that `poll` waits for.
+            if done(&pread_small(state)?) {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -551,8 +631,27 @@ impl EnvCgroups {
                     ),
                 ));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
+            match version {
+                Version::V2 => {
+                    let left = deadline - now;
+                    let mut fds = [rustix::event::PollFd::new(
+                        state,
+                        rustix::event::PollFlags::PRI,
+                    )];
+                    let timeout = rustix::event::Timespec {
+                        tv_sec: left.as_secs() as i64,
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    };
+                    match rustix::event::poll(&mut fds, Some(&timeout)) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Version::V1 => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+            }
         }
     }
 
@@ -567,7 +666,13 @@ impl EnvCgroups {
     /// Thaw without waiting, so that killed processes can run to their death (the v1 freezer
     /// keeps even SIGKILLed tasks frozen).
     pub(crate) fn thaw_nowait(&self) {
-        if let Some((version, dir)) = &self.freezer {
+        if let (Some((version, _)), Some(f)) = (&self.freezer, &self.held.freeze) {
+            let value = match version {
+                Version::V2 => "0",
+                Version::V1 => "THAWED",
+            };
+            let _ = pwrite_value(f, value);
+        } else if let Some((version, dir)) = &self.freezer {
             let (file, value) = match version {
                 Version::V2 => ("cgroup.freeze", "0"),
                 Version::V1 => ("freezer.state", "THAWED"),
@@ -578,12 +683,11 @@ impl EnvCgroups {
 
     /// Peak memory use, bytes.
     pub(crate) fn peak_memory(&self) -> Option<u64> {
-        let (version, dir) = self.memory.as_ref()?;
-        let file = match version {
-            Version::V1 => "memory.max_usage_in_bytes",
-            Version::V2 => "memory.peak",
-        };
-        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+        pread_small(self.held.peak.as_ref()?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Whether the OOM killer killed a process of this environment.
@@ -607,6 +711,8 @@ impl EnvCgroups {
         let start = Instant::now();
         let mut last_resort = false;
         let mut pause = Duration::from_micros(100);
+        // Open files do not keep a cgroup directory busy, but nothing needs them any more.
+        self.held = HeldFiles::default();
         let mut left = std::mem::take(&mut self.dirs);
         left.reverse();
         loop {

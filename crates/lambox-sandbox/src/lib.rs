@@ -62,6 +62,12 @@
 //! with the exec's outcome. lambox starts the helper first and creates the cgroups while the
 //! helper execs.
 //!
+//! **Pre-spawned helpers** ([`Helpers`], `helpers.rs`). The same helper, started ahead of time
+//! by a `lambox-helpers` thread and told (a `J` message before the spec) to join a fresh set
+//! of cgroups at once, because that join is the slowest step of a cold start (it can wait for
+//! an RCU grace period). [`Helpers::spawn`] takes one, sets its memory limit and continues with
+//! the handshake above.
+//!
 //! **Cgroups** (see `cgroup.rs`). `<own cgroup>/lambox/<env id>` in every hierarchy used. Memory,
 //! pids and cpu use v2 if our v2 cgroup has the controller (pure v2; lambox then enables them
 //! in `subtree_control`, moving itself into `<own>/lambox-supervisor` if needed), else v1
@@ -119,12 +125,15 @@
 //! * Pure cgroup v2 is implemented but only the hybrid layout has been tested.
 
 mod cgroup;
+mod helpers;
 mod init;
 mod mounts;
 mod net;
 mod proto;
 mod spawn;
 mod sys;
+
+pub use helpers::Helpers;
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;

@@ -13,7 +13,7 @@ use lambox_runtime::config::{AwsCredentials, FunctionConfig, ImageConfig};
 use lambox_runtime::launch::{EnvControl, LaunchError, LaunchSpec, Launched, Launcher};
 use lambox_runtime::logs::StdoutLogSink;
 use lambox_runtime::pool::{Pool, PoolOptions};
-use lambox_sandbox::{Sandbox, SandboxConfig, SandboxError, Spec};
+use lambox_sandbox::{Helpers, Sandbox, SandboxConfig, SandboxError, Spec};
 
 use crate::commands::{find_or_import, Ctx, ImageConfigArgs, ImportArgs};
 
@@ -67,7 +67,8 @@ fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
 /// Starts environments in the sandbox: the image's stored layers as a read-only root.
 #[derive(Debug)]
 struct SandboxLauncher {
-    config: SandboxConfig,
+    /// Pre-spawned helpers, already in fresh cgroups (see lambox_sandbox::Helpers).
+    helpers: Arc<Helpers<tokio::process::Child>>,
     layers: Vec<PathBuf>,
 }
 
@@ -107,18 +108,12 @@ impl Launcher for SandboxLauncher {
             hostname: "localhost".to_string(),
             runtime_api_port: RUNTIME_API_PORT,
         };
-        let (sandbox, child, listener) = Sandbox::spawn_with(&self.config, &sandbox_spec, |cmd| {
-            tokio::process::Command::from(cmd)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-        })
-        .map_err(|e| match e {
-            SandboxError::InvalidEntrypoint(m) => LaunchError::InvalidEntrypoint(m),
-            SandboxError::InvalidWorkingDir(m) => LaunchError::InvalidWorkingDir(m),
-            SandboxError::Setup(m) => LaunchError::Other(m),
-        })?;
+        let (sandbox, child, listener) =
+            self.helpers.spawn(&sandbox_spec).map_err(|e| match e {
+                SandboxError::InvalidEntrypoint(m) => LaunchError::InvalidEntrypoint(m),
+                SandboxError::InvalidWorkingDir(m) => LaunchError::InvalidWorkingDir(m),
+                SandboxError::Setup(m) => LaunchError::Other(m),
+            })?;
         Ok(Launched {
             child,
             listener,
@@ -183,8 +178,25 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .validate()
         .context("invalid function configuration")?;
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let handle = runtime.handle().clone();
+    let helpers = Arc::new(Helpers::new(
+        SandboxConfig::new(ctx.store.root().join("run")),
+        args.concurrency.clamp(1, 2),
+        move |cmd| {
+            let _guard = handle.enter();
+            tokio::process::Command::from(cmd)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+        },
+    ));
     let launcher = SandboxLauncher {
-        config: SandboxConfig::new(ctx.store.root().join("run")),
+        helpers: helpers.clone(),
         layers: entry
             .image
             .layers
@@ -205,10 +217,6 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     )
     .context("invalid function configuration")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -229,6 +237,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         anyhow::Ok(())
     })?;
+    helpers.shutdown();
     lambox_sandbox::remove_empty_cgroups();
     Ok(ExitCode::SUCCESS)
 }
