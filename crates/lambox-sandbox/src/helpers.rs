@@ -34,6 +34,8 @@ use crate::{cgroup, Sandbox, SandboxConfig, SandboxError, Spec};
 
 /// How long the refill thread waits after a failed pre-spawn before trying again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a spawn waits for a helper that is being pre-spawned before it starts its own.
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(100);
 
 type Spawner<C> = dyn Fn(Command) -> io::Result<C> + Send + Sync;
 
@@ -92,6 +94,8 @@ impl<C> Ready<C> {
 
 struct State<C> {
     ready: VecDeque<Ready<C>>,
+    /// The refill thread is making a helper right now.
+    in_flight: bool,
     closed: bool,
 }
 
@@ -102,6 +106,8 @@ struct Shared<C> {
     state: Mutex<State<C>>,
     /// Signalled when a helper is taken and when the pool closes.
     wake: Condvar,
+    /// Signalled when a pre-spawn ends (a helper is ready, or it failed).
+    made: Condvar,
 }
 
 impl<C> Shared<C> {
@@ -143,9 +149,11 @@ impl<C: Send + 'static> Helpers<C> {
             spawner: Box::new(spawner),
             state: Mutex::new(State {
                 ready: VecDeque::new(),
+                in_flight: false,
                 closed: size == 0,
             }),
             wake: Condvar::new(),
+            made: Condvar::new(),
         });
         let thread = if size > 0 {
             let s = shared.clone();
@@ -201,12 +209,30 @@ impl<C: Send + 'static> Helpers<C> {
         spawn::spawn(config, spec, &*self.shared.spawner, drop)
     }
 
+    /// A ready helper; if none is but one is being made, wait for it (at most
+    /// [`IN_FLIGHT_WAIT`]): it is past its fork, exec and probably its cgroup join, so it is
+    /// ready sooner than a new helper would be (a new one would queue behind it for the same
+    /// kernel lock anyway).
     fn take(&self) -> Option<Ready<C>> {
-        let r = self.shared.lock().ready.pop_front();
-        if r.is_some() {
-            self.shared.wake.notify_all();
+        let deadline = std::time::Instant::now() + IN_FLIGHT_WAIT;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(r) = st.ready.pop_front() {
+                drop(st);
+                self.shared.wake.notify_all();
+                return Some(r);
+            }
+            let now = std::time::Instant::now();
+            if !st.in_flight || st.closed || now >= deadline {
+                return None;
+            }
+            st = self
+                .shared
+                .made
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        r
     }
 
     /// Stop refilling and release every ready helper (processes and cgroups). Idempotent; also
@@ -253,20 +279,28 @@ fn refill<C: Send + 'static>(shared: &Shared<C>) {
             if st.closed {
                 return;
             }
+            st.in_flight = true;
         }
-        match prespawn(shared) {
+        let made = prespawn(shared);
+        let mut st = shared.lock();
+        st.in_flight = false;
+        match made {
+            Ok(ready) if st.closed => {
+                drop(st);
+                shared.made.notify_all();
+                ready.discard();
+                return;
+            }
             Ok(ready) => {
-                let mut st = shared.lock();
-                if st.closed {
-                    drop(st);
-                    ready.discard();
-                    return;
-                }
+                // Ready and no longer in flight in one step, so a waiting spawn sees one or
+                // the other.
                 st.ready.push_back(ready);
+                drop(st);
+                shared.made.notify_all();
             }
             Err(e) => {
+                shared.made.notify_all();
                 tracing::warn!(error = %e, "cannot pre-spawn a sandbox helper");
-                let st = shared.lock();
                 if st.closed {
                     return;
                 }
