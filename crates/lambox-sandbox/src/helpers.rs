@@ -36,6 +36,10 @@ use crate::{cgroup, Sandbox, SandboxConfig, SandboxError, Spec};
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long a spawn waits for a helper that is being pre-spawned before it starts its own.
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(100);
+/// How long after a spawn that took a helper the replacement is started: the replacement's
+/// fork and exec (a few ms of CPU) would otherwise compete with that cold start's own setup
+/// and the function's init on a small machine.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 type Spawner<C> = dyn Fn(Command) -> io::Result<C> + Send + Sync;
 
@@ -96,6 +100,8 @@ struct State<C> {
     ready: VecDeque<Ready<C>>,
     /// The refill thread is making a helper right now.
     in_flight: bool,
+    /// When the last spawn that took a helper ended (see [`REFILL_DELAY`]).
+    last_take: Option<std::time::Instant>,
     closed: bool,
 }
 
@@ -150,6 +156,7 @@ impl<C: Send + 'static> Helpers<C> {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 in_flight: false,
+                last_take: None,
                 closed: size == 0,
             }),
             wake: Condvar::new(),
@@ -204,7 +211,10 @@ impl<C: Send + 'static> Helpers<C> {
                 ready.discard();
                 break;
             }
-            return spawn::finish(config, spec, ready.started, drop);
+            let r = spawn::finish(config, spec, ready.started, drop);
+            self.shared.lock().last_take = Some(std::time::Instant::now());
+            self.shared.wake.notify_all();
+            return r;
         }
         spawn::spawn(config, spec, &*self.shared.spawner, drop)
     }
@@ -218,8 +228,8 @@ impl<C: Send + 'static> Helpers<C> {
         let mut st = self.shared.lock();
         loop {
             if let Some(r) = st.ready.pop_front() {
-                drop(st);
-                self.shared.wake.notify_all();
+                // The refill thread is woken once this spawn is over (`spawn`).
+                st.last_take = Some(std::time::Instant::now());
                 return Some(r);
             }
             let now = std::time::Instant::now();
@@ -273,11 +283,24 @@ fn refill<C: Send + 'static>(shared: &Shared<C>) {
     loop {
         {
             let mut st = shared.lock();
-            while !st.closed && st.ready.len() >= shared.size {
-                st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-            if st.closed {
-                return;
+            loop {
+                if st.closed {
+                    return;
+                }
+                if st.ready.len() >= shared.size {
+                    st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                match st.last_take.map(|t| t.elapsed()) {
+                    Some(e) if e < REFILL_DELAY => {
+                        st = shared
+                            .wake
+                            .wait_timeout(st, REFILL_DELAY - e)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    _ => break,
+                }
             }
             st.in_flight = true;
         }
