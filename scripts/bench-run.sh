@@ -12,7 +12,7 @@
 #                      it is also printed on stdout; progress goes to stderr)
 #   --keep             keep the scratch directory (raw samples, server logs)
 #   --no-build         use target/release/lambox as it is
-#   --no-sandbox-test  skip `cargo test -p lambox-sandbox --test latency`
+#   --no-sandbox-test  skip `cargo test -p lambox-sandbox --test latency --test latency_idle`
 #   --no-diag          skip the diagnostics (strace -c, cgroup micro-benchmarks)
 #
 # Environment: LAMBOX_FIXTURES (default /var/cache/lambox-fixtures),
@@ -41,7 +41,9 @@
 #      none, start-to-exit only), each timed from the command's start to the
 #      first GET /next at a listener that then hangs up (the runtime exits).
 #      RIE: its own `INIT REPORT(durationMs)` with a fresh rie-run per sample.
-#      Sandbox setup alone: `cargo test -p lambox-sandbox --test latency`.
+#      Sandbox setup alone: `cargo test -p lambox-sandbox --test latency` (back
+#      to back) and `--test latency_idle` (250 ms apart, Sandbox::spawn against a
+#      pre-spawned helper of lambox_sandbox::Helpers, which `lambox run` uses).
 #   4. Memory per idle environment: lambox --concurrency 8, RSS with 0, 1 and
 #      8 idle environments (8 parallel invokes create them), and the RSS/PSS
 #      of the per-environment helper and PID 1 processes (__lambox-sandbox-init).
@@ -1011,8 +1013,8 @@ if [[ $DIAG == 1 ]]; then
 fi
 SANDBOX_OUT=
 if [[ $SANDBOX_TEST == 1 ]]; then
-  log "sandbox setup: cargo test -p lambox-sandbox --test latency (may build first; 10 min limit)"
-  if timeout 600 cargo test -q -p lambox-sandbox --test latency -- --nocapture >"$WORK/log/sandbox-latency.txt" 2>&1; then
+  log "sandbox setup: cargo test -p lambox-sandbox --test latency --test latency_idle (may build first; 10 min limit)"
+  if timeout 600 cargo test -q -p lambox-sandbox --test latency --test latency_idle -- --nocapture >"$WORK/log/sandbox-latency.txt" 2>&1; then
     SANDBOX_OUT=$WORK/log/sandbox-latency.txt
   else
     log "sandbox latency test failed or timed out: $(tail -n 3 "$WORK/log/sandbox-latency.txt")"
@@ -1318,6 +1320,11 @@ if have("cold.json"):
             mm = re.search(r"p50 ([0-9.]+)(µs|ms|s)", m.group(0))
             if mm:
                 sb = float(mm.group(1)) * {"µs": 1e-3, "ms": 1, "s": 1e3}[mm.group(2)]
+        m4 = re.search(r"setup after 250 ms idle.*", t)
+        if m4:
+            p("")
+            p("Sandbox setup after a quiet period, with and without a pre-spawned helper (`cargo test -p lambox-sandbox "
+              "--test latency_idle -- --nocapture`, alternating, 250 ms apart): " + m4.group(0))
     elif so:
         p("")
         p(f"Sandbox latency test: {so}")
