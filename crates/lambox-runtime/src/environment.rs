@@ -506,9 +506,9 @@ impl Environment {
                 return;
             }
             st.pending = false;
-            // The wait for the kernel's "frozen" is a poll on the held cgroup.events: tens of
-            // µs, so holding the lock (which thaw also takes) through it is fine.
-            match control.freeze() {
+            // One write: the kernel stops the threads in the background (under load that takes
+            // milliseconds, which must not block a runtime worker); a thaw cancels it.
+            match control.freeze_nowait() {
                 Ok(()) => st.frozen = true,
                 Err(e) => {
                     tracing::warn!(environment = id, error = %e, "cannot freeze the environment")

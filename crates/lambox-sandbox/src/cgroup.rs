@@ -663,6 +663,24 @@ impl EnvCgroups {
             .is_some_and(|d| write_file(&d.join("cgroup.kill"), "1").is_ok())
     }
 
+    /// Ask the kernel to freeze, without waiting for it to finish (a later thaw cancels a
+    /// freeze in progress).
+    pub(crate) fn freeze_nowait(&self) -> io::Result<()> {
+        let (Some((version, _)), Some(f)) = (&self.freezer, &self.held.freeze) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no freezer cgroup available",
+            ));
+        };
+        pwrite_value(
+            f,
+            match version {
+                Version::V2 => "1",
+                Version::V1 => "FROZEN",
+            },
+        )
+    }
+
     /// Thaw without waiting, so that killed processes can run to their death (the v1 freezer
     /// keeps even SIGKILLed tasks frozen).
     pub(crate) fn thaw_nowait(&self) {

@@ -347,6 +347,17 @@ impl Sandbox {
         inner.cgroups.set_frozen(true)
     }
 
+    /// Like [`Sandbox::freeze`], but return as soon as the kernel has been asked (one write);
+    /// the processes stop moments later (under load, freezing can take milliseconds: every
+    /// thread must be scheduled to stop). A [`Sandbox::thaw`] meanwhile cancels it.
+    pub fn freeze_nowait(&self) -> io::Result<()> {
+        let inner = self.lock();
+        if inner.done.is_some() {
+            return Err(io::Error::other("environment already cleaned up"));
+        }
+        inner.cgroups.freeze_nowait()
+    }
+
     /// Let them run again.
     pub fn thaw(&self) -> io::Result<()> {
         let inner = self.lock();

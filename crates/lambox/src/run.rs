@@ -79,6 +79,9 @@ impl EnvControl for SandboxControl {
     fn freeze(&self) -> std::io::Result<()> {
         self.0.freeze()
     }
+    fn freeze_nowait(&self) -> std::io::Result<()> {
+        self.0.freeze_nowait()
+    }
     fn thaw(&self) -> std::io::Result<()> {
         self.0.thaw()
     }
