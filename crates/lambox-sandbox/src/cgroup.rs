@@ -280,6 +280,7 @@ pub(crate) fn layout() -> Result<&'static Layout, String> {
                 return Err("no cgroup hierarchy with the memory controller is mounted".into());
             }
             prepare_v2(&layout)?;
+            remove_stale_groups(&layout);
             tracing::debug!(?layout, "cgroup layout");
             Ok(layout)
         })
@@ -429,6 +430,40 @@ fn own_dirs(layout: &Layout) -> Vec<&Path> {
     let mut seen = BTreeSet::new();
     owns.retain(|p| seen.insert(p.to_path_buf()));
     owns
+}
+
+/// The pid in an environment cgroup's name (`<pid>-<n>`).
+pub(crate) fn creator_pid(name: &str) -> Option<i32> {
+    let (pid, n) = name.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// Remove the empty environment cgroups left by lambox processes that are gone (killed with
+/// SIGKILL, or by a signal before their handler was in place): `<pid>-<n>` directories whose
+/// pid no longer exists. A directory that still holds processes refuses `rmdir` and stays; a
+/// pid that was reused by another process keeps its directories (harmless). Run once per
+/// process, when the layout is first computed.
+fn remove_stale_groups(layout: &Layout) {
+    let me = std::process::id() as i32;
+    for own in own_dirs(layout) {
+        let Ok(entries) = fs::read_dir(own.join(GROUP)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(creator_pid) else {
+                continue;
+            };
+            let gone = pid != me
+                && rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+                    rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH)
+                });
+            if gone && e.file_type().is_ok_and(|t| t.is_dir()) && fs::remove_dir(e.path()).is_ok() {
+                tracing::debug!(path = %e.path().display(), "removed a stale environment cgroup");
+            }
+        }
+    }
 }
 
 /// Remove the `<own>/lambox` group directories once they hold no environment. Where another
@@ -864,6 +899,16 @@ mod tests {
         assert_eq!(cpu_quota_us(10_240), 578_858);
         assert_eq!(cpu_quota_us(1), 1000);
         assert_eq!(memory_bytes(128), 134_217_728);
+    }
+
+    #[test]
+    fn creator_pids() {
+        assert_eq!(creator_pid("1234-0"), Some(1234));
+        assert_eq!(creator_pid("1234-17"), Some(1234));
+        assert_eq!(creator_pid("lambox-supervisor"), None);
+        assert_eq!(creator_pid("0-1"), None);
+        assert_eq!(creator_pid("12-x"), None);
+        assert_eq!(creator_pid("12"), None);
     }
 
     #[test]
