@@ -178,6 +178,16 @@ impl<C: Send + 'static> Helpers<C> {
         }
     }
 
+    /// Start the pool of prepared network namespaces (see `net.rs`) for Runtime API `port`
+    /// now, instead of at the first spawn, where making the first namespaces would compete
+    /// with that cold start. Every spawn must then use this port to get a prepared namespace.
+    pub fn prepare_network(&self, port: u16) {
+        // The pool starts on its first use; just started, it has nothing to hand out yet.
+        if let Some(unused) = crate::net::take(port) {
+            drop(unused);
+        }
+    }
+
     /// Helpers ready right now.
     pub fn ready(&self) -> usize {
         self.shared.lock().ready.len()

@@ -198,6 +198,10 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                 .spawn()
         },
     ));
+    // Serve once the first helper is ready (its cgroup join can wait ~15 ms for the kernel), so
+    // that the first invoke's cold start does not wait for it; bounded, in case it cannot be.
+    helpers.prepare_network(RUNTIME_API_PORT);
+    helpers.wait_ready(1, std::time::Duration::from_millis(500));
     let launcher = SandboxLauncher {
         helpers: helpers.clone(),
         layers: entry
