@@ -103,7 +103,7 @@
 //! is bound; lambox serves the Runtime API on that listening socket from the host (a socket
 //! keeps its namespace), and no other environment can reach it. Creating a network namespace is
 //! the most expensive setup step, so a dedicated lambox thread (`lambox-netns`, started on the
-//! first `spawn`) keeps two ready: it `unshare(CLONE_NEWNET)`s itself (network namespaces are
+//! first `spawn`, or earlier by [`Helpers::prepare_network`]) keeps two ready: it `unshare(CLONE_NEWNET)`s itself (network namespaces are
 //! per thread), brings `lo` up and binds the listener; `spawn` passes the namespace fd to the
 //! helper (`SCM_RIGHTS`), which `setns`es into it. With the pool empty, or for a port other than
 //! the first one asked for, the helper creates the namespace, brings `lo` up and binds the
