@@ -12,7 +12,7 @@
 #                      it is also printed on stdout; progress goes to stderr)
 #   --keep             keep the scratch directory (raw samples, server logs)
 #   --no-build         use target/release/lambox as it is
-#   --no-sandbox-test  skip `cargo test -p lambox-sandbox --test latency`
+#   --no-sandbox-test  skip `cargo test -p lambox-sandbox --test latency --test latency_idle`
 #   --no-diag          skip the diagnostics (strace -c, cgroup micro-benchmarks)
 #
 # Environment: LAMBOX_FIXTURES (default /var/cache/lambox-fixtures),
@@ -41,7 +41,9 @@
 #      none, start-to-exit only), each timed from the command's start to the
 #      first GET /next at a listener that then hangs up (the runtime exits).
 #      RIE: its own `INIT REPORT(durationMs)` with a fresh rie-run per sample.
-#      Sandbox setup alone: `cargo test -p lambox-sandbox --test latency`.
+#      Sandbox setup alone: `cargo test -p lambox-sandbox --test latency` (back
+#      to back) and `--test latency_idle` (250 ms apart, Sandbox::spawn against a
+#      pre-spawned helper of lambox_sandbox::Helpers, which `lambox run` uses).
 #   4. Memory per idle environment: lambox --concurrency 8, RSS with 0, 1 and
 #      8 idle environments (8 parallel invokes create them), and the RSS/PSS
 #      of the per-environment helper and PID 1 processes (__lambox-sandbox-init).
@@ -292,7 +294,7 @@ def cpu_tree(specs):
         name, pid = spec.split("=")
         pid = int(pid)
         procs = {}
-        for p, _ in [(pid, 0)] + tree(pid):
+        for p, *_ in [(pid, 0)] + tree(pid):
             try:
                 cmd = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
                 ns = 0
@@ -521,20 +523,22 @@ def tree(root):
     while todo:
         p, depth = todo.pop()
         for k in kids.get(p, []):
-            out.append((k, depth + 1))
+            out.append((k, depth + 1, bool(kids.get(k))))
             todo.append((k, depth + 1))
     return out
 
 
 def snapshot(root):
     procs = []
-    for pid, depth in tree(root):
+    for pid, depth, has_kids in tree(root):
         s = proc_status(pid)
         if not s:
             continue
         s["pid"], s["depth"] = pid, depth
         if "__lambox-sandbox-init" in s.get("cmd", ""):
-            s["role"] = "helper" if depth == 1 else "pid1"
+            # A helper without children is a pre-spawned one waiting for a spec (not an
+            # environment's).
+            s["role"] = ("helper" if has_kids else "pooled") if depth == 1 else "pid1"
         else:
             s["role"] = "function"
         procs.append(s)
@@ -1009,8 +1013,8 @@ if [[ $DIAG == 1 ]]; then
 fi
 SANDBOX_OUT=
 if [[ $SANDBOX_TEST == 1 ]]; then
-  log "sandbox setup: cargo test -p lambox-sandbox --test latency (may build first; 10 min limit)"
-  if timeout 600 cargo test -q -p lambox-sandbox --test latency -- --nocapture >"$WORK/log/sandbox-latency.txt" 2>&1; then
+  log "sandbox setup: cargo test -p lambox-sandbox --test latency --test latency_idle (may build first; 10 min limit)"
+  if timeout 600 cargo test -q -p lambox-sandbox --test latency --test latency_idle -- --nocapture >"$WORK/log/sandbox-latency.txt" 2>&1; then
     SANDBOX_OUT=$WORK/log/sandbox-latency.txt
   else
     log "sandbox latency test failed or timed out: $(tail -n 3 "$WORK/log/sandbox-latency.txt")"
@@ -1091,9 +1095,12 @@ def cpu_split(before, after):
 
 # ---- cold-start phases from kernel tracepoints
 def cold_phases(path, lpid):
+    """One sample per helper that reached pivot_root. A helper's spec is its last recvmsg before
+    pivot_root, the request the last accept before that. A pre-spawned helper (lambox's
+    default) was forked, exec'd and joined its cgroups before the request: those phases are
+    then negative and reported apart."""
     rx = re.compile(r"^\s*(.*?)\s+(\d+)/(\d+)\s+([0-9.]+):\s+(\S+):(?:\s+(.*))?$")
-    tree, helpers, samples = {lpid}, {}, []
-    last_accept = None
+    tree, helpers, samples, accepts = {lpid}, {}, [], []
     cur = None
     for line in open(path, errors="replace"):
         m = rx.match(line)
@@ -1107,17 +1114,15 @@ def cold_phases(path, lpid):
             if c and pid in tree:
                 child = int(c.group(1))
                 tree.add(child)
-                if pid == lpid and last_accept is not None:
-                    cur = {"req": last_accept, "fork": t, "helper": child}
-                    helpers[child] = cur
-                    samples.append(cur)
+                if pid == lpid:
+                    helpers[child] = {"fork": t, "recv": []}
             continue
         if pid not in tree:
             continue
         if ev == "syscalls:sys_exit_accept4" and tid == lpid:
             try:
                 if int(tr.strip().split()[-1], 16) < 1 << 63:
-                    last_accept = t
+                    accepts.append(t)
             except ValueError:
                 pass
         elif ev == "sched:sched_process_exec":
@@ -1125,13 +1130,21 @@ def cold_phases(path, lpid):
                 helpers[pid]["exec"] = t
             elif "/var/task/bootstrap" in tr and cur is not None and "fn_exec" not in cur:
                 cur["fn_exec"], cur["fn"] = t, pid
-        elif ev == "syscalls:sys_exit_recvmsg" and pid in helpers and "spec" not in helpers[pid]:
-            helpers[pid]["spec"] = t
+        elif ev == "syscalls:sys_exit_recvmsg" and pid in helpers and "pivot" not in helpers[pid]:
+            helpers[pid]["recv"].append(t)
         elif ev == "cgroup:cgroup_attach_task" and pid in helpers:
             helpers[pid].setdefault("cg_first", t)
             helpers[pid]["cg_last"] = t
-        elif ev == "syscalls:sys_enter_pivot_root" and pid in helpers:
-            helpers[pid].setdefault("pivot", t)
+        elif ev == "syscalls:sys_enter_pivot_root" and pid in helpers and "pivot" not in helpers[pid]:
+            h = helpers[pid]
+            h["pivot"] = t
+            if h["recv"]:
+                h["spec"] = h["recv"][-1]
+                before = [a for a in accepts if a <= h["spec"]]
+                if before:
+                    h["req"] = before[-1]
+            cur = h
+            samples.append(h)
         elif cur is not None and pid == cur.get("fn"):
             if ev == "syscalls:sys_enter_connect":
                 cur.setdefault("connect", t)
@@ -1307,6 +1320,11 @@ if have("cold.json"):
             mm = re.search(r"p50 ([0-9.]+)(µs|ms|s)", m.group(0))
             if mm:
                 sb = float(mm.group(1)) * {"µs": 1e-3, "ms": 1, "s": 1e3}[mm.group(2)]
+        m4 = re.search(r"setup after 250 ms idle.*", t)
+        if m4:
+            p("")
+            p("Sandbox setup after a quiet period, with and without a pre-spawned helper (`cargo test -p lambox-sandbox "
+              "--test latency_idle -- --nocapture`, alternating, 250 ms apart): " + m4.group(0))
     elif so:
         p("")
         p(f"Sandbox latency test: {so}")
@@ -1315,7 +1333,22 @@ if have("cold.json"):
     if E.get("TRACE_OK") == "1":
         ph = cold_phases(os.path.join(W, "cold-trace.txt"), int(E["PID_COLD"]))
     sb_real = None
-    if ph:
+    pooled_ph = [s_ for s_ in ph if s_["cg_last"] < s_["req"]]
+    n_traced = len(ph)
+    if pooled_ph and len(pooled_ph) * 2 >= len(ph):
+        ph = pooled_ph
+        prep = [s_["req"] - s_["cg_last"] for s_ in ph]
+        join_ = [s_["cg_last"] - s_["exec"] for s_ in ph]
+        names_ = [("request → spec received by a pre-spawned helper", "req", "spec"),
+                  ("→ pivot_root (unshare, setns, overlay + tmpfs mounts)", "spec", "pivot"),
+                  ("→ function exec'd (PID 1, /proc, fork, exec)", "pivot", "fn_exec"),
+                  ("→ function connects to its Runtime API", "fn_exec", "connect"),
+                  ("→ function's first GET /next", "connect", "next")]
+        p("")
+        p(f"In {len(ph)} of {n_traced} traced cold starts the helper was pre-spawned: forked, exec'd and in its "
+          f"cgroups a median {f1(med(prep))} ms before the request arrived; its exec → all cgroups joined, off the "
+          f"request's path, took a median {f2(med(join_))} ms (min {f2(min(join_))}, max {f2(max(join_))}).")
+    elif ph:
         names_ = [("request → helper forked", "req", "fork"), ("helper exec'd (lambox re-exec)", "fork", "exec"),
                   ("→ spec received (cgroups made meanwhile)", "exec", "spec"),
                   ("→ first cgroup joined (cgroup.procs write)", "spec", "cg_first"),
@@ -1324,9 +1357,10 @@ if have("cold.json"):
                   ("→ function exec'd (PID 1, /proc, fork, exec)", "pivot", "fn_exec"),
                   ("→ function connects to its Runtime API", "fn_exec", "connect"),
                   ("→ function's first GET /next", "connect", "next")]
+    if ph:
         p("")
         p(f"Where a lambox cold start's time goes ({len(ph)} more cold starts of the same `lambox run`, kernel "
-          "tracepoints recorded with `perf record -a`: fork/exec, cgroup_attach_task, accept4/pivot_root/connect/writev), ms:")
+          "tracepoints recorded with `perf record -a`: fork/exec, cgroup_attach_task, accept4/recvmsg/pivot_root/connect/writev), ms:")
         p("")
         p("| phase | p50 | min – max |")
         p("|---|---:|---|")
@@ -1369,7 +1403,8 @@ if have("mem.json"):
     p("| per-environment process | count | RSS each, median | PSS each, median | private (clean+dirty) each, median |")
     p("|---|---:|---:|---:|---:|")
     for role, label in (("helper", "helper (`__lambox-sandbox-init`, lambox's child)"),
-                        ("pid1", "PID 1 (`__lambox-sandbox-init`)"), ("function", "the function (/var/task/bootstrap)")):
+                        ("pid1", "PID 1 (`__lambox-sandbox-init`)"), ("function", "the function (/var/task/bootstrap)"),
+                        ("pooled", "pre-spawned helper waiting for a spec (per lambox process, not per environment)")):
         xs = roles.get(role, [])
         if xs:
             p(f"| {label} | {len(xs)} | {f0(med([x.get('VmRSS', 0) for x in xs]))} | {f0(med([x.get('Pss', 0) for x in xs]))} | "
@@ -1383,7 +1418,10 @@ if have("mem.json"):
       f"the helper's and PID 1's private pages) = {f0(per)} + {f0(priv / nn)} = **{f0(tot)} KiB**: target ≤ 1 MB "
       f"{verdict(tot <= 1024)}. Charging each environment its share of the shared lambox text too (PSS): "
       f"{f0(per)} + {f0(own / nn)} = {f0(totp)} KiB ({'≤' if totp <= 1024 else '>'} 1 MB; this share shrinks as "
-      f"environments are added). Not counted: kernel memory (page tables, namespaces, cgroups, mounts).")
+      f"environments are added). Not counted: kernel memory (page tables, namespaces, cgroups, mounts)."
+      + (f" The {len(roles['pooled'])} pre-spawned helper(s) are a fixed cost per lambox process, not per environment: "
+         f"{f0(sum(x.get('Private_Clean', 0) + x.get('Private_Dirty', 0) for x in roles['pooled']))} KiB private in all."
+         if roles.get("pooled") else ""))
     if M.get("errors"):
         p(f"Errors while creating the environments: {M['errors']}")
     if have("peermem.json"):

@@ -9,7 +9,7 @@
 //!   `REPORT … Status: error|timeout`).
 //! * **Invoke**: `START`, the event goes to `/next`, the response goes to the caller as soon as
 //!   the runtime posts it; the invoke ends when the runtime calls `/next` again (`END`,
-//!   `REPORT`), and the environment is frozen until the next invoke thaws it. The deadline is
+//!   `REPORT`), and the environment is frozen (after [`FREEZE_DELAY`] idle) until the next invoke thaws it. The deadline is
 //!   `START + timeout`.
 //! * **Reset**: on timeout, runtime exit or out-of-memory the environment is killed; the caller
 //!   gets the platform's error and the next invoke cold-starts a new environment.
@@ -36,6 +36,22 @@ use crate::launch::{EnvControl, LaunchError, Launched, Launcher};
 use crate::logs::{self, Emitter, EnvLog, InvokeLog, LogSource, Pipe, PlatformStatus, Report};
 use crate::runtime_api::{self, Controller, InvokeEvent, RuntimeEvent};
 use crate::wire::{self, APPLICATION_JSON};
+
+/// How long an environment stays thawed after an invoke before it is frozen. An invoke that
+/// arrives sooner finds it running and pays no freeze and thaw (on this 2-core VM they were a
+/// third of lambox's CPU per warm invoke). Lambda freezes right after the response, so a
+/// function's background work may run up to this much longer here (see ARCHITECTURE.md).
+pub(crate) const FREEZE_DELAY: Duration = Duration::from_millis(5);
+
+/// Whether an environment is frozen, or about to be; shared with the delayed freeze task.
+#[derive(Debug, Default)]
+struct FreezeState {
+    /// A freeze is scheduled (the task that sees this still set does it).
+    pending: bool,
+    /// Counts scheduled freezes, so that a stale task never freezes a later idle period.
+    generation: u64,
+    frozen: bool,
+}
 
 /// What every environment of one function shares.
 pub(crate) struct FunctionContext {
@@ -281,20 +297,25 @@ pub(crate) struct Environment {
     log: Arc<EnvLog>,
     pipes: Vec<Arc<Pipe>>,
     readers: Vec<JoinHandle<()>>,
-    frozen: bool,
+    freeze_state: Arc<std::sync::Mutex<FreezeState>>,
 }
 
 impl std::fmt::Debug for Environment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Environment")
             .field("id", &self.id)
-            .field("frozen", &self.frozen)
+            .field("freeze", &*lock_freeze(&self.freeze_state))
             .finish_non_exhaustive()
     }
 }
 
+fn lock_freeze(m: &std::sync::Mutex<FreezeState>) -> std::sync::MutexGuard<'_, FreezeState> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Drop for Environment {
     fn drop(&mut self) {
+        lock_freeze(&self.freeze_state).pending = false;
         self.control.kill();
         self.server.abort();
         for r in &self.readers {
@@ -361,7 +382,7 @@ impl Environment {
             log,
             pipes: Vec::new(),
             readers: Vec::new(),
-            frozen: false,
+            freeze_state: Arc::default(),
         };
         let outputs = [
             (
@@ -455,20 +476,53 @@ impl Environment {
             .unwrap_or(u64::from(configured))
     }
 
+    /// Cancels a scheduled freeze, or thaws.
     fn thaw(&mut self) -> std::io::Result<()> {
-        if self.frozen {
+        let mut st = lock_freeze(&self.freeze_state);
+        st.pending = false;
+        if st.frozen {
             self.control.thaw()?;
-            self.frozen = false;
+            st.frozen = false;
         }
         Ok(())
     }
 
+    /// Freezes the environment [`FREEZE_DELAY`] from now, unless [`Environment::thaw`] comes
+    /// first. Needs a tokio runtime (it is called at the end of an invoke); without one it
+    /// freezes at once.
     fn freeze(&mut self) {
-        match self.control.freeze() {
-            Ok(()) => self.frozen = true,
-            Err(e) => {
-                tracing::warn!(environment = self.id, error = %e, "cannot freeze the environment")
+        let generation = {
+            let mut st = lock_freeze(&self.freeze_state);
+            st.generation += 1;
+            st.pending = true;
+            st.generation
+        };
+        let state = self.freeze_state.clone();
+        let control = self.control.clone();
+        let id = self.id;
+        let freeze_now = move || {
+            let mut st = lock_freeze(&state);
+            if !st.pending || st.generation != generation {
+                return;
             }
+            st.pending = false;
+            // One write: the kernel stops the threads in the background (under load that takes
+            // milliseconds, which must not block a runtime worker); a thaw cancels it.
+            match control.freeze_nowait() {
+                Ok(()) => st.frozen = true,
+                Err(e) => {
+                    tracing::warn!(environment = id, error = %e, "cannot freeze the environment")
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    tokio::time::sleep(FREEZE_DELAY).await;
+                    freeze_now();
+                });
+            }
+            Err(_) => freeze_now(),
         }
     }
 }

@@ -41,6 +41,12 @@ pub enum LaunchError {
 pub trait EnvControl: Send + Sync + std::fmt::Debug {
     /// Stop every process of the environment from running (between invocations).
     fn freeze(&self) -> std::io::Result<()>;
+    /// Like `freeze`, but may return before the processes have stopped (a `thaw` meanwhile
+    /// cancels the freeze). What the runtime uses between invokes: it never blocks a worker
+    /// thread while the kernel stops the function's threads.
+    fn freeze_nowait(&self) -> std::io::Result<()> {
+        self.freeze()
+    }
     /// Let them run again.
     fn thaw(&self) -> std::io::Result<()>;
     /// Kill every process of the environment at once. Idempotent.

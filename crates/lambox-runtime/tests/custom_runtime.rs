@@ -417,6 +417,9 @@ exec "$FIXTURE_DIR/echo"
         pool.idle_environments() == 1
     })
     .await;
+    // lambox freezes an idle environment after a few ms (environment::FREEZE_DELAY); a tick
+    // may still land in that window.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let frozen_at = ticks();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(ticks(), frozen_at, "a background process ran while frozen");

@@ -188,6 +188,16 @@ fn read_spec(ctl: &OwnedFd) -> Result<(InitSpec, Vec<OwnedFd>), Failure> {
         }
         match r {
             Ok(m) if m.bytes == 0 => break,
+            Ok(m) if data.is_empty() && buf.first() == Some(&proto::TAG_JOIN) => {
+                // A pre-spawned helper: join the cgroups now, say so, then wait for the spec.
+                let procs: Vec<std::path::PathBuf> =
+                    serde_json::from_slice(&buf[1..m.bytes.min(buf.len())])
+                        .map_err(|e| setup("parse the cgroups to join", e))?;
+                join_cgroups(&procs)?;
+                let me = rproc::getpid().as_raw_nonzero().get() as u32;
+                rnet::send(ctl, &proto::joined_message(me), SendFlags::NOSIGNAL)
+                    .map_err(|e| setup("report the cgroups joined", io::Error::from(e)))?;
+            }
             Ok(m) => data.extend_from_slice(&buf[..m.bytes.min(buf.len())]),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(setup("read the spec", io::Error::from(e))),
@@ -195,6 +205,15 @@ fn read_spec(ctl: &OwnedFd) -> Result<(InitSpec, Vec<OwnedFd>), Failure> {
     }
     let spec = serde_json::from_slice(&data).map_err(|e| setup("parse the spec", e))?;
     Ok((spec, fds))
+}
+
+/// Write our pid into each `cgroup.procs` file.
+fn join_cgroups(procs: &[std::path::PathBuf]) -> Result<(), Failure> {
+    let me = rproc::getpid().as_raw_nonzero().get().to_string();
+    for p in procs {
+        cgroup::write_file(p, &me).map_err(|e| setup(format!("join cgroup {}", p.display()), e))?;
+    }
+    Ok(())
 }
 
 struct Running {
@@ -215,10 +234,8 @@ fn helper_setup(ctl: &mut Ctl) -> Result<Running, Failure> {
 
     // Step 1: join the environment's cgroups (one per hierarchy), so that everything forked
     // from here on is limited, accounted, freezable and killable with the environment.
-    let me = rproc::getpid().as_raw_nonzero().get().to_string();
-    for p in &spec.cgroup_procs {
-        cgroup::write_file(p, &me).map_err(|e| setup(format!("join cgroup {}", p.display()), e))?;
-    }
+    // (A pre-spawned helper has joined them already and gets an empty list.)
+    join_cgroups(&spec.cgroup_procs)?;
 
     // Step 2: new mount, UTS, IPC (and, unless lambox prepared one, network) namespaces for us,
     // a new PID namespace for our children (the next fork becomes its PID 1). Modes below are

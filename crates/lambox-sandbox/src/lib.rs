@@ -62,6 +62,12 @@
 //! with the exec's outcome. lambox starts the helper first and creates the cgroups while the
 //! helper execs.
 //!
+//! **Pre-spawned helpers** ([`Helpers`], `helpers.rs`). The same helper, started ahead of time
+//! by a `lambox-helpers` thread and told (a `J` message before the spec) to join a fresh set
+//! of cgroups at once, because that join is the slowest step of a cold start (it can wait for
+//! an RCU grace period). [`Helpers::spawn`] takes one, sets its memory limit and continues with
+//! the handshake above.
+//!
 //! **Cgroups** (see `cgroup.rs`). `<own cgroup>/lambox/<env id>` in every hierarchy used. Memory,
 //! pids and cpu use v2 if our v2 cgroup has the controller (pure v2; lambox then enables them
 //! in `subtree_control`, moving itself into `<own>/lambox-supervisor` if needed), else v1
@@ -114,7 +120,10 @@
 //!   `/tmp` is disk-backed and does not count against memory).
 //! * The overlay's lower layers must not change while mounted (the store never rewrites them).
 //! * If lambox dies, running environments keep running (their helpers are not tied to a
-//!   lambox thread); their cgroups stay under `<own>/lambox/`.
+//!   lambox thread); their cgroups stay under `<own>/lambox/`. Once empty, they are removed by
+//!   the next lambox process that starts an environment (`<pid>-<n>` directories whose pid is
+//!   gone). Pre-spawned helpers ([`Helpers`]) exit by themselves when lambox dies (end-of-file
+//!   on their control socket).
 //! * The re-exec costs what loading the executable costs: exec'ing an 80 MB lambox release
 //!   build takes ~1.5 ms longer than the 13 MB `lambox-sandbox-init` test binary (measured:
 //!   `lambox --version` against that binary, p50). Pointing [`SandboxConfig::init_exe`] at a
@@ -122,6 +131,7 @@
 //! * Pure cgroup v2 is implemented but only the hybrid layout has been tested.
 
 mod cgroup;
+mod helpers;
 mod hostnet;
 mod init;
 mod mounts;
@@ -131,6 +141,7 @@ mod proto;
 mod spawn;
 mod sys;
 
+pub use helpers::Helpers;
 pub use hostnet::{
     prewarm_network, time_namespace_setup, HostNetwork, NatNetwork, Network, NetworkError, Subnet,
     DEFAULT_SUBNET, NFT_TABLE,
@@ -349,6 +360,17 @@ impl Sandbox {
             return Err(io::Error::other("environment already cleaned up"));
         }
         inner.cgroups.set_frozen(true)
+    }
+
+    /// Like [`Sandbox::freeze`], but return as soon as the kernel has been asked (one write);
+    /// the processes stop moments later (under load, freezing can take milliseconds: every
+    /// thread must be scheduled to stop). A [`Sandbox::thaw`] meanwhile cancels it.
+    pub fn freeze_nowait(&self) -> io::Result<()> {
+        let inner = self.lock();
+        if inner.done.is_some() {
+            return Err(io::Error::other("environment already cleaned up"));
+        }
+        inner.cgroups.freeze_nowait()
     }
 
     /// Let them run again.

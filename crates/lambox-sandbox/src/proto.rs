@@ -4,6 +4,8 @@
 //! * lambox → helper: the [`InitSpec`] as JSON, cut into messages of at most [`CHUNK`] bytes
 //!   (the first with a prepared network namespace attached as `SCM_RIGHTS`, if lambox had one),
 //!   ended by `shutdown(SHUT_WR)`.
+//! * Pre-spawned helpers (`crate::helpers`) first get a [`TAG_JOIN`] message naming the cgroups
+//!   to join at once, and answer it with [`TAG_JOIN`] and their pid; the spec follows later.
 //! * helper → lambox: [`TAG_READY`] once (with a pidfd of the namespace's PID 1 and, unless
 //!   lambox prepared the network namespace, the listener attached), and [`TAG_ERROR`] if anything
 //!   fails before the function is exec'd. Every copy of the helper's end is close-on-exec or closed on purpose, so end-of-file
@@ -22,6 +24,9 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 pub(crate) const TAG_READY: u8 = b'R';
 /// `E` + [`ErrorKind`] byte + UTF-8 message.
 pub(crate) const TAG_ERROR: u8 = b'E';
+/// lambox → a pre-spawned helper, before the spec: `J` + the JSON array of `cgroup.procs` files
+/// to join now (see `crate::helpers`). helper → lambox once joined: `J` + its pid (u32 LE).
+pub(crate) const TAG_JOIN: u8 = b'J';
 
 /// Which kind of failure a [`TAG_ERROR`] message reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,9 +100,18 @@ pub(crate) fn ready_message(helper_pid: u32, pid1: u32) -> [u8; 9] {
     m
 }
 
+/// Encode the helper's [`TAG_JOIN`] answer.
+pub(crate) fn joined_message(helper_pid: u32) -> [u8; 5] {
+    let mut m = [0u8; 5];
+    m[0] = TAG_JOIN;
+    m[1..5].copy_from_slice(&helper_pid.to_le_bytes());
+    m
+}
+
 /// A decoded helper → lambox message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Message {
+    Joined { helper_pid: u32 },
     Ready { helper_pid: u32, pid1: u32 },
     Error { kind: ErrorKind, text: String },
 }
@@ -109,6 +123,9 @@ pub(crate) fn parse_message(m: &[u8]) -> Option<Message> {
             let pid1 = u32::from_le_bytes(m[5..9].try_into().ok()?);
             Some(Message::Ready { helper_pid, pid1 })
         }
+        TAG_JOIN if m.len() == 5 => Some(Message::Joined {
+            helper_pid: u32::from_le_bytes(m[1..5].try_into().ok()?),
+        }),
         TAG_ERROR if m.len() >= 2 => Some(Message::Error {
             kind: ErrorKind::from_byte(m[1]),
             text: String::from_utf8_lossy(&m[2..]).into_owned(),
@@ -138,6 +155,10 @@ mod tests {
                 kind: ErrorKind::WorkingDir,
                 text: "chdir /x: no such file".into()
             })
+        );
+        assert_eq!(
+            parse_message(&joined_message(42)),
+            Some(Message::Joined { helper_pid: 42 })
         );
         assert_eq!(parse_message(b""), None);
         assert_eq!(parse_message(b"R12"), None);

@@ -26,7 +26,7 @@ fn setup_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Sandbox
 }
 
 /// Reject what the helper could not run, before any process exists.
-fn validate(spec: &Spec) -> Result<(), SandboxError> {
+pub(crate) fn validate(spec: &Spec) -> Result<(), SandboxError> {
     let Some(entry) = spec.argv.first() else {
         return Err(SandboxError::InvalidEntrypoint(
             "no entrypoint or command given".into(),
@@ -103,9 +103,9 @@ fn state_dirs(state_dir: &Path) -> Result<(PathBuf, PathBuf), SandboxError> {
     Ok((skeleton, root))
 }
 
-fn new_cgroups(
+pub(crate) fn new_cgroups(
     layout: &cgroup::Layout,
-    memory_mb: u32,
+    memory_mb: Option<u32>,
 ) -> Result<(String, cgroup::EnvCgroups), SandboxError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     for _ in 0..1000 {
@@ -123,21 +123,20 @@ fn new_cgroups(
     Err(SandboxError::Setup("no free environment id".into()))
 }
 
-pub(crate) fn spawn<C>(
-    config: &SandboxConfig,
-    spec: &Spec,
-    spawner: impl FnOnce(Command) -> io::Result<C>,
-    on_fail: impl FnOnce(C),
-) -> Result<(Sandbox, C, TcpListener), SandboxError> {
-    validate(spec)?;
-    let layout = cgroup::layout().map_err(SandboxError::Setup)?;
-    let (skeleton, root) = state_dirs(&config.state_dir)?;
+/// A helper that has been started (and, if `joined`, has joined its cgroups already): what
+/// [`finish`] needs to hand it the spec.
+pub(crate) struct Started<C> {
+    pub child: C,
+    /// lambox's end of the control socket.
+    pub ours: OwnedFd,
+    pub id: String,
+    pub cgroups: cgroup::EnvCgroups,
+    /// The helper is in its cgroups already (a pre-spawned one, see `crate::helpers`).
+    pub joined: bool,
+}
 
-    // A network namespace made ahead of time (lo up, listener bound), if one is ready.
-    let prepared = net::take(spec.runtime_api_port, config.network.plan());
-
-    // Start the helper first: its exec overlaps with our cgroup work below (it needs the
-    // cgroups only once it has read the spec).
+/// The control socket pair and the helper's command (standard input = the helper's end).
+pub(crate) fn helper_command(config: &SandboxConfig) -> Result<(OwnedFd, Command), SandboxError> {
     let (ours, theirs) = rnet::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -151,15 +150,33 @@ pub(crate) fn spawn<C>(
     cmd.arg(crate::INIT_ARG)
         .env_clear()
         .stdin(Stdio::from(theirs));
-    // `spawner` consumes the command, so its copy of `theirs` is closed when it returns.
-    let child = spawner(cmd).map_err(|e| {
-        setup_err(
-            format!("start the sandbox helper {}", config.init_exe.display()),
-            e,
-        )
-    })?;
+    Ok((ours, cmd))
+}
 
-    let (id, cgroups) = match new_cgroups(layout, spec.memory_mb) {
+pub(crate) fn start_err(config: &SandboxConfig, e: io::Error) -> SandboxError {
+    setup_err(
+        format!("start the sandbox helper {}", config.init_exe.display()),
+        e,
+    )
+}
+
+pub(crate) fn spawn<C>(
+    config: &SandboxConfig,
+    spec: &Spec,
+    spawner: impl FnOnce(Command) -> io::Result<C>,
+    on_fail: impl FnOnce(C),
+) -> Result<(Sandbox, C, TcpListener), SandboxError> {
+    validate(spec)?;
+    let layout = cgroup::layout().map_err(SandboxError::Setup)?;
+    state_dirs(&config.state_dir)?;
+
+    // Start the helper first: its exec overlaps with our cgroup work below (it needs the
+    // cgroups only once it has read the spec).
+    let (ours, cmd) = helper_command(config)?;
+    // `spawner` consumes the command, so its copy of `theirs` is closed when it returns.
+    let child = spawner(cmd).map_err(|e| start_err(config, e))?;
+
+    let (id, cgroups) = match new_cgroups(layout, Some(spec.memory_mb)) {
         Ok(v) => v,
         Err(e) => {
             // The helper reads end-of-file instead of a spec and exits.
@@ -168,6 +185,40 @@ pub(crate) fn spawn<C>(
             return Err(e);
         }
     };
+    let started = Started {
+        child,
+        ours,
+        id,
+        cgroups,
+        joined: false,
+    };
+    finish(config, spec, started, on_fail)
+}
+
+/// Send the spec to a started helper and wait for the function's exec.
+pub(crate) fn finish<C>(
+    config: &SandboxConfig,
+    spec: &Spec,
+    started: Started<C>,
+    on_fail: impl FnOnce(C),
+) -> Result<(Sandbox, C, TcpListener), SandboxError> {
+    let Started {
+        child,
+        ours,
+        id,
+        cgroups,
+        joined,
+    } = started;
+    let (skeleton, root) = match state_dirs(&config.state_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(ours);
+            on_fail(child);
+            return Err(e);
+        }
+    };
+    // A network namespace made ahead of time (lo up, listener bound), if one is ready.
+    let prepared = net::take(spec.runtime_api_port, config.network.plan());
 
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !spec.env.iter().any(|(k, _)| k == "AWS_LAMBDA_RUNTIME_API") {
@@ -182,7 +233,11 @@ pub(crate) fn spawn<C>(
     lowers.extend(config.network.resolv_layer().map(Path::to_path_buf));
     lowers.extend(spec.layers.iter().rev().cloned());
     let init = InitSpec {
-        cgroup_procs: cgroups.procs_files(),
+        cgroup_procs: if joined {
+            Vec::new()
+        } else {
+            cgroups.procs_files()
+        },
         root,
         lowers,
         legacy_overlay: config.legacy_overlay,

@@ -356,6 +356,20 @@ fn freeze_stops_and_thaw_resumes() {
     run.sandbox.thaw().expect("thaw");
     wait_for(frozen_at + 5);
 
+    // freeze_nowait: the same end state, without waiting; and a thaw right after it cancels it.
+    run.sandbox.freeze_nowait().expect("freeze_nowait");
+    std::thread::sleep(Duration::from_millis(100));
+    let frozen_at = count.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        frozen_at,
+        "counter advanced after freeze_nowait"
+    );
+    run.sandbox.freeze_nowait().expect("freeze_nowait");
+    run.sandbox.thaw().expect("thaw");
+    wait_for(frozen_at + 5);
+
     // Killing a frozen environment works at once.
     run.sandbox.freeze().expect("freeze");
     let t = Instant::now();

@@ -14,7 +14,7 @@ use lambox_runtime::config::{AwsCredentials, FunctionConfig, ImageConfig};
 use lambox_runtime::launch::{EnvControl, LaunchError, LaunchSpec, Launched, Launcher};
 use lambox_runtime::logs::StdoutLogSink;
 use lambox_runtime::pool::{Pool, PoolOptions};
-use lambox_sandbox::{HostNetwork, Sandbox, SandboxConfig, SandboxError, Spec, Subnet};
+use lambox_sandbox::{Helpers, HostNetwork, Sandbox, SandboxConfig, SandboxError, Spec, Subnet};
 
 use crate::commands::{find_or_import, Ctx, ImageConfigArgs, ImportArgs};
 
@@ -159,7 +159,8 @@ fn parse_env_file(
 /// Starts environments in the sandbox: the image's stored layers as a read-only root.
 #[derive(Debug)]
 struct SandboxLauncher {
-    config: SandboxConfig,
+    /// Pre-spawned helpers, already in fresh cgroups (see lambox_sandbox::Helpers).
+    helpers: Arc<Helpers<tokio::process::Child>>,
     layers: Vec<PathBuf>,
 }
 
@@ -169,6 +170,9 @@ struct SandboxControl(Sandbox);
 impl EnvControl for SandboxControl {
     fn freeze(&self) -> std::io::Result<()> {
         self.0.freeze()
+    }
+    fn freeze_nowait(&self) -> std::io::Result<()> {
+        self.0.freeze_nowait()
     }
     fn thaw(&self) -> std::io::Result<()> {
         self.0.thaw()
@@ -199,21 +203,12 @@ impl Launcher for SandboxLauncher {
             hostname: "localhost".to_string(),
             runtime_api_port: RUNTIME_API_PORT,
         };
-        let (sandbox, child, listener) = Sandbox::spawn_with(&self.config, &sandbox_spec, |cmd| {
-            tokio::process::Command::from(cmd)
-                // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
-                // reaches lambox, which shuts down gracefully, not the functions.
-                .process_group(0)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-        })
-        .map_err(|e| match e {
-            SandboxError::InvalidEntrypoint(m) => LaunchError::InvalidEntrypoint(m),
-            SandboxError::InvalidWorkingDir(m) => LaunchError::InvalidWorkingDir(m),
-            SandboxError::Setup(m) => LaunchError::Other(m),
-        })?;
+        let (sandbox, child, listener) =
+            self.helpers.spawn(&sandbox_spec).map_err(|e| match e {
+                SandboxError::InvalidEntrypoint(m) => LaunchError::InvalidEntrypoint(m),
+                SandboxError::InvalidWorkingDir(m) => LaunchError::InvalidWorkingDir(m),
+                SandboxError::Setup(m) => LaunchError::Other(m),
+            })?;
         Ok(Launched {
             child,
             listener,
@@ -274,6 +269,11 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .validate()
         .context("invalid function configuration")?;
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let handle = runtime.handle().clone();
     let mut config = SandboxConfig::new(ctx.store.root().join("run"));
     // Held until the end: dropping it removes lambox's nftables table (if no other lambox
     // process uses it) and restores forwarding.
@@ -296,8 +296,26 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     };
     // The first cold start finds its network namespace (and veth pair) made already.
     lambox_sandbox::prewarm_network(&config, RUNTIME_API_PORT);
-    let launcher = SandboxLauncher {
+    let helpers = Arc::new(Helpers::new(
         config,
+        args.concurrency.clamp(1, 2),
+        move |cmd| {
+            let _guard = handle.enter();
+            tokio::process::Command::from(cmd)
+                // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
+                // reaches lambox, which shuts down gracefully, not the functions.
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+        },
+    ));
+    // Serve once the first helper is ready (its cgroup join can wait ~15 ms for the kernel), so
+    // that the first invoke's cold start does not wait for it; bounded, in case it cannot be.
+    helpers.wait_ready(1, std::time::Duration::from_millis(500));
+    let launcher = SandboxLauncher {
+        helpers: helpers.clone(),
         layers: entry
             .image
             .layers
@@ -320,10 +338,6 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     )
     .context("invalid function configuration")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     runtime.block_on(async move {
         // Installed before listening: a signal is never the default (fatal) action from here.
         let mut signals = Signals::new()?;
@@ -374,6 +388,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         drop(pool);
         anyhow::Ok(())
     })?;
+    helpers.shutdown();
     lambox_sandbox::remove_empty_cgroups();
     if let Some(host) = host_network {
         host.teardown();
