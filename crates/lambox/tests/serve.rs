@@ -596,3 +596,120 @@ print("OK", flush=True)
         server.log_text()
     );
 }
+
+/// Runs a boto3 script (argv: endpoint, registry) that may print `TERM` once: the server is
+/// then sent SIGTERM while the script goes on. Returns the server's exit status if stopped.
+fn run_boto3(
+    server: &mut Server,
+    registry: &Registry,
+    dir: &Path,
+    script: &str,
+) -> Option<std::process::ExitStatus> {
+    use std::io::{BufRead, BufReader};
+    std::fs::write(dir.join("t.py"), script).expect("write script");
+    let mut child = python(dir)
+        .arg("t.py")
+        .arg(server.endpoint())
+        .arg(registry.addr())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut last = String::new();
+    let mut stopped = None;
+    for line in stdout.lines() {
+        let line = line.expect("read");
+        if line == "TERM" {
+            stopped = Some(server.stop());
+        }
+        last = line;
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() && last == "OK",
+        "boto3 script failed ({}), last line {last:?}:\n{}\n--- serve log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    stopped
+}
+
+#[test]
+fn reserved_and_account_concurrency_throttle_with_reason_and_sigterm_finishes_invokes() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(
+        &data,
+        &["--account-concurrency", "2", "--shutdown-grace", "20"],
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import json, sys, threading, time
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, registry = sys.argv[1], sys.argv[2]
+lam = boto3.client("lambda", endpoint_url=endpoint,
+                   config=Config(retries={"total_max_attempts": 1}, read_timeout=60, max_pool_connections=10))
+lam.create_function(FunctionName="slow", PackageType="Image", Code={"ImageUri": f"{registry}/fn/echo:v1"},
+                    Role="arn:aws:iam::000000000000:role/x", Timeout=20)
+lam.get_waiter("function_active_v2").wait(FunctionName="slow", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+# Warm two environments' worth of cold start out of the timings below.
+lam.invoke(FunctionName="slow", Payload=b"{}")
+
+def slow(results, ms):
+    r = lam.invoke(FunctionName="slow", Payload=json.dumps({"sleep_ms": ms}))
+    results.append((r["StatusCode"], json.loads(r["Payload"].read()), r.get("FunctionError")))
+
+def throttled(reason):
+    try:
+        lam.invoke(FunctionName="slow", Payload=b"{}")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "TooManyRequestsException", e.response
+        assert e.response["Reason"] == reason, e.response
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        return
+    raise SystemExit("not throttled: " + reason)
+
+# Reserved concurrency 1: a second concurrent invoke is throttled.
+lam.put_function_concurrency(FunctionName="slow", ReservedConcurrentExecutions=1)
+results = []
+t = threading.Thread(target=slow, args=(results, 3000)); t.start()
+time.sleep(1.0)
+throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
+t.join()
+assert results == [(200, {"sleep_ms": 3000}, None)], results
+
+# No reservation: the account's 2 are shared; a third concurrent invoke is throttled.
+lam.delete_function_concurrency(FunctionName="slow")
+results = []
+ts = [threading.Thread(target=slow, args=(results, 3000)) for _ in range(2)]
+for x in ts: x.start()
+time.sleep(1.5)
+throttled("ConcurrentInvocationLimitExceeded")
+for x in ts: x.join()
+assert sorted(r[0] for r in results) == [200, 200], results
+
+# SIGTERM while an invoke runs: it finishes, then lambox exits.
+results = []
+t = threading.Thread(target=slow, args=(results, 2000)); t.start()
+time.sleep(0.7)
+print("TERM", flush=True)
+t.join()
+assert results == [(200, {"sleep_ms": 2000}, None)], results
+print("OK", flush=True)
+"#;
+    let status = run_boto3(&mut server, &registry, work.path(), script)
+        .expect("the script asked for SIGTERM");
+    assert!(
+        status.success(),
+        "serve exited {status}:\n{}",
+        server.log_text()
+    );
+    let log = server.log_text();
+    assert!(log.contains("lambox: stopped"), "{log}");
+}
