@@ -713,3 +713,117 @@ print("OK", flush=True)
     let log = server.log_text();
     assert!(log.contains("lambox: stopped"), "{log}");
 }
+
+#[test]
+fn events_accepted_before_a_kill_9_run_after_restart() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let image = registry.reference("fn/echo:v1");
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "echo",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+        "--timeout",
+        "30",
+    ]);
+    wait_active(&aws, "echo");
+    aws.ok(&[
+        "put-function-concurrency",
+        "--function-name",
+        "echo",
+        "--reserved-concurrent-executions",
+        "1",
+    ]);
+
+    // A long synchronous invoke holds the only slot, so the event must wait.
+    let busy = python(work.path())
+        .args([
+            "-m",
+            "awscli",
+            "lambda",
+            "invoke",
+            "--function-name",
+            "echo",
+            "--payload",
+            r#"{"sleep_ms":20000}"#,
+        ])
+        .args([
+            "--endpoint-url",
+            &server.endpoint(),
+            "--cli-read-timeout",
+            "60",
+        ])
+        .arg(work.path().join("busy.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("background invoke");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.log_text().contains("START RequestId") {
+        assert!(
+            Instant::now() < deadline,
+            "the long invoke did not start:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = work.path().join("out.json");
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        r#"{"durable":true}"#,
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 202);
+    assert_eq!(event_statuses(&data), ["pending"]);
+
+    // kill -9: the accepted event is in the database, not run.
+    let mut child = server.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut busy = busy;
+    let _ = busy.wait();
+    assert_eq!(event_statuses(&data), ["pending"]);
+
+    let mut server = Server::start(&data, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while event_statuses(&data) != ["succeeded"] {
+        assert!(
+            Instant::now() < deadline,
+            "event not run after restart: {:?}\n{}",
+            event_statuses(&data),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log_text().contains("resuming events"),
+        "{}",
+        server.log_text()
+    );
+    let status = server.stop();
+    assert!(status.success(), "{status}");
+    // A restart after that finds nothing to run again.
+    let mut server = Server::start(&data, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!server.log_text().contains("resuming events"));
+    assert_eq!(event_statuses(&data), ["succeeded"]);
+    server.stop();
+}
