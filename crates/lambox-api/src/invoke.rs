@@ -76,17 +76,17 @@ impl Lambda {
             Some(self.scheduler.admit(&r.name, reserved, total)?)
         };
         let pool = self.pool_for(&target).await?;
-        let mut resp = lambox_runtime::handle_invoke(&pool, &headers, body).await;
+        // The pool's FunctionConfig carries the version: X-Amz-Executed-Version and the
+        // START line say which one ran.
+        let resp = lambox_runtime::handle_invoke(&pool, &headers, body).await;
         drop(admission);
-        if resp.status() == StatusCode::OK {
-            if let Ok(v) = HeaderValue::from_str(&target.version) {
-                resp.headers_mut().insert(h::EXECUTED_VERSION, v);
-            }
-        }
         Ok(resp)
     }
 
     async fn pool_for(self: &Arc<Self>, target: &Target) -> Result<lambox_runtime::Pool, ApiError> {
+        if let Some(pool) = self.scheduler.cached_pool(&target.record, &target.version) {
+            return Ok(pool);
+        }
         let this = self.clone();
         let t = target.clone();
         tokio::task::spawn_blocking(move || this.scheduler.pool(&t.record, &t.version))

@@ -131,6 +131,14 @@ impl Scheduler {
         })
     }
 
+    /// The pool for `record` if it is already built for its RevisionId (never blocks).
+    pub fn cached_pool(&self, record: &VersionRecord, version: &str) -> Option<Pool> {
+        let c = &record.configuration;
+        let pools = lock(&self.pools);
+        let e = pools.get(&(c.function_name.clone(), version.to_owned()))?;
+        (e.revision == c.revision_id).then(|| e.pool.clone())
+    }
+
     /// The pool for `record` (version label `version`), built or rebuilt as needed. Blocking
     /// (it may read the image config): call from `spawn_blocking`.
     pub fn pool(&self, record: &VersionRecord, version: &str) -> Result<Pool, ApiError> {
@@ -176,6 +184,7 @@ impl Scheduler {
         fc.account_id = self.account_id.clone();
         // Function code never sees lambox's own credentials.
         fc.credentials = None;
+        fc.version = version.to_owned();
         let options = PoolOptions {
             concurrency: self.account_limit.max(1),
             queue_capacity: self.account_limit.max(1),

@@ -390,9 +390,16 @@ fn aws_cli_creates_invokes_versions_and_deletes_an_image_function() {
         "echo:live",
         "--payload",
         "{}",
+        "--log-type",
+        "Tail",
         out.to_str().expect("utf-8"),
     ]);
     assert_eq!(r["ExecutedVersion"], "1");
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(r["LogResult"].as_str().expect("LogResult"))
+        .expect("base64");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.contains(" Version: 1\n"), "{tail}");
     let r = aws.ok(&[
         "invoke",
         "--function-name",
