@@ -142,6 +142,38 @@ pub struct Concurrency {
     pub reserved_concurrent_executions: Option<i64>,
 }
 
+/// `DestinationConfig` (`OnSuccess`/`OnFailure`, each `{Destination}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationConfig {
+    #[serde(default)]
+    pub on_success: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_failure: BTreeMap<String, String>,
+}
+
+/// Put/UpdateFunctionEventInvokeConfig's body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventInvokeConfigRequest {
+    pub maximum_retry_attempts: Option<i64>,
+    pub maximum_event_age_in_seconds: Option<i64>,
+    pub destination_config: Option<DestinationConfig>,
+}
+
+/// `FunctionEventInvokeConfig` (`LastModified` in epoch seconds, as rest-json timestamps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionEventInvokeConfig {
+    pub last_modified: f64,
+    pub function_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_retry_attempts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_event_age_in_seconds: Option<i64>,
+    pub destination_config: DestinationConfig,
+}
+
 /// `TracingConfigResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

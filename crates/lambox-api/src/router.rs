@@ -227,6 +227,41 @@ async fn delete_concurrency(State(l): S, Path(name): Path<String>) -> Response {
     empty(fref(&l, &name, &None, false).and_then(|r| l.delete_concurrency(&r)))
 }
 
+async fn put_eic(
+    State(l): S,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    answer(
+        StatusCode::OK,
+        fref(&l, &name, &q, true).and_then(|r| l.put_event_invoke_config(&r, &body, true)),
+    )
+}
+
+async fn update_eic(
+    State(l): S,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    answer(
+        StatusCode::OK,
+        fref(&l, &name, &q, true).and_then(|r| l.put_event_invoke_config(&r, &body, false)),
+    )
+}
+
+async fn get_eic(State(l): S, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    answer(
+        StatusCode::OK,
+        fref(&l, &name, &q, true).and_then(|r| l.get_event_invoke_config(&r)),
+    )
+}
+
+async fn delete_eic(State(l): S, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    empty(fref(&l, &name, &q, true).and_then(|r| l.delete_event_invoke_config(&r)))
+}
+
 async fn account_settings(State(l): S) -> Response {
     answer(StatusCode::OK, l.account_settings())
 }
@@ -336,6 +371,13 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
         .route(
             "/2019-09-30/functions/{name}/concurrency",
             get(get_concurrency),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            put(put_eic)
+                .post(update_eic)
+                .get(get_eic)
+                .delete(delete_eic),
         )
         .route("/2016-08-19/account-settings", get(account_settings))
         .route("/2016-08-19/account-settings/", get(account_settings))

@@ -1132,6 +1132,125 @@ impl Lambda {
         })
     }
 
+    // ---- Asynchronous invocation settings ----------------------------------------------------
+
+    /// The qualifier an event invoke config is keyed by, and its ARN (`$LATEST` qualified,
+    /// as Lambda answers).
+    fn eic_key(&self, r: &FunctionRef) -> Result<(String, String), ApiError> {
+        let t = self.target(&FunctionRef {
+            name: r.name.clone(),
+            qualifier: match &r.qualifier {
+                Some(Qualifier::Alias(_)) => None,
+                q => q.clone(),
+            },
+            foreign: r.foreign,
+        })?;
+        let q = match &r.qualifier {
+            Some(Qualifier::Alias(a)) => {
+                self.alias_or_404(r, a)?;
+                a.clone()
+            }
+            _ => t.version,
+        };
+        let arn = self.arn(&r.name, Some(&q));
+        Ok((q, arn))
+    }
+
+    /// Put (`replace`) or UpdateFunctionEventInvokeConfig. The settings are stored and
+    /// answered; retries and event age are not acted on yet, destinations are refused.
+    pub fn put_event_invoke_config(
+        &self,
+        r: &FunctionRef,
+        body: &[u8],
+        replace: bool,
+    ) -> Result<FunctionEventInvokeConfig, ApiError> {
+        let req: EventInvokeConfigRequest = parse_body(body)?;
+        let (q, arn) = self.eic_key(r)?;
+        if let Some(n) = req.maximum_retry_attempts {
+            if !(0..=2).contains(&n) {
+                return Err(error::validation(
+                    &n.to_string(),
+                    "maximumRetryAttempts",
+                    if n < 0 {
+                        "Member must have value greater than or equal to 0"
+                    } else {
+                        "Member must have value less than or equal to 2"
+                    },
+                ));
+            }
+        }
+        if let Some(n) = req.maximum_event_age_in_seconds {
+            if !(60..=21600).contains(&n) {
+                return Err(error::validation(
+                    &n.to_string(),
+                    "maximumEventAgeInSeconds",
+                    if n < 60 {
+                        "Member must have value greater than or equal to 60"
+                    } else {
+                        "Member must have value less than or equal to 21600"
+                    },
+                ));
+            }
+        }
+        if let Some(d) = &req.destination_config {
+            if !d.on_success.is_empty() || !d.on_failure.is_empty() {
+                return Err(error::invalid_parameter(
+                    "lambox does not support destinations for asynchronous invocation yet",
+                ));
+            }
+        }
+        let old = if replace {
+            None
+        } else {
+            Some(
+                self.state
+                    .event_invoke_config(&r.name, &q)?
+                    .ok_or_else(|| {
+                        error::not_found(&format!(
+                            "The function {arn} doesn't have an EventInvokeConfig"
+                        ))
+                    })?,
+            )
+        };
+        let config = FunctionEventInvokeConfig {
+            last_modified: now_ms() as f64 / 1000.0,
+            function_arn: arn,
+            maximum_retry_attempts: req
+                .maximum_retry_attempts
+                .or(old.as_ref().and_then(|o| o.maximum_retry_attempts)),
+            maximum_event_age_in_seconds: req
+                .maximum_event_age_in_seconds
+                .or(old.as_ref().and_then(|o| o.maximum_event_age_in_seconds)),
+            destination_config: DestinationConfig::default(),
+        };
+        self.state.put_event_invoke_config(&r.name, &q, &config)?;
+        Ok(config)
+    }
+
+    /// GetFunctionEventInvokeConfig.
+    pub fn get_event_invoke_config(
+        &self,
+        r: &FunctionRef,
+    ) -> Result<FunctionEventInvokeConfig, ApiError> {
+        let (q, arn) = self.eic_key(r)?;
+        self.state.event_invoke_config(&r.name, &q)?.ok_or_else(|| {
+            error::not_found(&format!(
+                "The function {arn} doesn't have an EventInvokeConfig"
+            ))
+        })
+    }
+
+    /// DeleteFunctionEventInvokeConfig.
+    pub fn delete_event_invoke_config(&self, r: &FunctionRef) -> Result<(), ApiError> {
+        let (q, arn) = self.eic_key(r)?;
+        if !self.state.delete_event_invoke_config(&r.name, &q)? {
+            return Err(error::not_found(&format!(
+                "The function {arn} doesn't have an EventInvokeConfig"
+            )));
+        }
+        Ok(())
+    }
+
     /// The reserved concurrency of `name` and the account's total.
     pub(crate) fn concurrency_of(&self, name: &str) -> Result<(Option<u64>, u64), ApiError> {
         Ok((

@@ -44,6 +44,13 @@ const MIGRATIONS: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0
      );
      CREATE INDEX events_status ON events(status);",
+    // 2: asynchronous invocation settings per function version or alias.
+    "CREATE TABLE event_invoke_configs (
+        name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (name, qualifier)
+     );",
 ];
 
 /// A stored async event.
@@ -447,6 +454,57 @@ impl State {
             .map_err(|e| self.db_err(e))
     }
 
+    /// The event invoke config of `name` at `qualifier`.
+    pub fn event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<Option<crate::model::FunctionEventInvokeConfig>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Stores (replaces) the event invoke config of `name` at `qualifier`.
+    pub fn put_event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+        config: &crate::model::FunctionEventInvokeConfig,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO event_invoke_configs (name, qualifier, record)
+                 VALUES (?1, ?2, ?3)",
+                params![name, qualifier, Self::encode(config)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Deletes the event invoke config of `name` at `qualifier`; false if there was none.
+    pub fn delete_event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
     /// Stores an accepted async event (durably: `synchronous=FULL`) before it is answered.
     pub fn insert_event(&self, event: &StoredEvent, received_ms: u128) -> Result<(), StateError> {
         self.conn()
@@ -510,5 +568,43 @@ impl State {
             )
             .optional()
             .map_err(|e| self.db_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_in_order_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |d: &Path| -> i64 {
+            Connection::open(d.join("lambox-api.db"))
+                .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+                .expect("read user_version")
+        };
+        drop(State::open(dir.path()).expect("create"));
+        assert_eq!(version(dir.path()), MIGRATIONS.len() as i64);
+        drop(State::open(dir.path()).expect("reopen: nothing to migrate"));
+        assert_eq!(version(dir.path()), MIGRATIONS.len() as i64);
+
+        // A database at schema 1 gets only the later steps.
+        let old = tempfile::tempdir().expect("tempdir");
+        {
+            let c = Connection::open(old.path().join("lambox-api.db")).expect("open");
+            c.execute_batch(&format!(
+                "BEGIN; {}; PRAGMA user_version = 1; COMMIT;",
+                MIGRATIONS[0]
+            ))
+            .expect("schema 1");
+        }
+        drop(State::open(old.path()).expect("migrate"));
+        assert_eq!(version(old.path()), MIGRATIONS.len() as i64);
+
+        Connection::open(dir.path().join("lambox-api.db"))
+            .and_then(|c| c.execute_batch("PRAGMA user_version = 99"))
+            .expect("set");
+        let e = State::open(dir.path()).expect_err("newer schema");
+        assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
     }
 }

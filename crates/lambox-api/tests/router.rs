@@ -688,3 +688,72 @@ async fn health_answers_ok() {
     assert_eq!(a.body, json!({"status": "ok", "functions": 0}));
     assert!(a.request_id.is_some());
 }
+
+#[tokio::test]
+async fn event_invoke_config_is_stored_validated_and_versioned_by_qualifier() {
+    let app = app();
+    call(
+        &app,
+        "POST",
+        "/2015-03-31/functions",
+        Some(create_body("e", "oci:/nonexistent/x:latest")),
+    )
+    .await;
+    const P: &str = "/2019-09-25/functions/e/event-invoke-config";
+    let a = call(&app, "GET", P, None).await;
+    assert_error(&a, 404, "ResourceNotFoundException", "arn:aws:lambda:us-east-1:000000000000:function:e:$LATEST doesn't have an EventInvokeConfig");
+    let a = call(&app, "POST", P, Some(json!({"MaximumRetryAttempts": 1}))).await;
+    assert_eq!(a.status, 404, "Update needs an existing config");
+    let a = call(&app, "PUT", P, Some(json!({"MaximumRetryAttempts": 3}))).await;
+    assert_error(&a, 400, "ValidationException", "maximumRetryAttempts");
+    let a = call(
+        &app,
+        "PUT",
+        P,
+        Some(json!({"MaximumEventAgeInSeconds": 59})),
+    )
+    .await;
+    assert_error(&a, 400, "ValidationException", "maximumEventAgeInSeconds");
+    let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}}))).await;
+    assert_error(&a, 400, "InvalidParameterValueException", "destinations");
+    let a = call(
+        &app,
+        "PUT",
+        P,
+        Some(json!({"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(
+        a.body["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:e:$LATEST"
+    );
+    assert_eq!(a.body["MaximumRetryAttempts"], 0);
+    assert_eq!(
+        a.body["DestinationConfig"],
+        json!({"OnSuccess": {}, "OnFailure": {}})
+    );
+    assert!(a.body["LastModified"].as_f64().is_some_and(|t| t > 1.7e9));
+    let a = call(
+        &app,
+        "POST",
+        P,
+        Some(json!({"MaximumEventAgeInSeconds": 3600})),
+    )
+    .await;
+    assert_eq!(
+        (
+            a.body["MaximumRetryAttempts"].clone(),
+            a.body["MaximumEventAgeInSeconds"].clone()
+        ),
+        (json!(0), json!(3600))
+    );
+    let a = call(&app, "GET", &format!("{P}?Qualifier=%24LATEST"), None).await;
+    assert_eq!(a.body["MaximumEventAgeInSeconds"], 3600);
+    let a = call(&app, "GET", &format!("{P}?Qualifier=1"), None).await;
+    assert_error(&a, 404, "ResourceNotFoundException", "function:e:1");
+    let a = call(&app, "DELETE", P, None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = call(&app, "DELETE", P, None).await;
+    assert_eq!(a.status, 404);
+}
