@@ -1,7 +1,6 @@
 //! The operations: validation exactly where AWS validates, state changes, and the answers.
 //! [`crate::router`] maps HTTP onto these; each returns the wire type or an [`ApiError`].
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1308,6 +1307,3 @@ fn paginate<T>(
     let end = start + page.len();
     Ok((page, (end < total).then(|| end.to_string())))
 }
-
-/// Alias for `BTreeMap` used by tags (kept for callers).
-pub type Tags = BTreeMap<String, String>;

@@ -527,13 +527,30 @@ after_retag = lam.get_function(FunctionName="hello")["Configuration"]["CodeSha25
 assert after_retag == sha1, (after_retag, sha1)
 r = lam.invoke(FunctionName="hello", Payload=b"{}")
 assert json.loads(r["Payload"].read())["body"] == "hello from lambox"
-u = lam.update_function_code(FunctionName="hello", ImageUri=image)
+u = lam.update_function_code(FunctionName="hello", ImageUri=image, Publish=True)
 assert u["LastUpdateStatus"] == "InProgress", u
 wait_active("hello")
 sha2 = lam.get_function(FunctionName="hello")["Configuration"]["CodeSha256"]
 assert sha2 != sha1, "UpdateFunctionCode resolves the tag again"
 r = lam.invoke(FunctionName="hello", Payload=json.dumps({"hello": "rust"}))
 assert json.loads(r["Payload"].read()) == {"hello": "rust"}, "now the retagged image (rust-echo) runs"
+
+# Publish=True published the new code as version 1; a version an alias uses cannot go.
+versions = lam.list_versions_by_function(FunctionName="hello")["Versions"]
+assert [(v["Version"], v["CodeSha256"]) for v in versions] == [("$LATEST", sha2), ("1", sha2)], versions
+lam.create_alias(FunctionName="hello", Name="live", FunctionVersion="1")
+try:
+    lam.delete_function(FunctionName="hello", Qualifier="1")
+    raise SystemExit("deleted a version an alias uses")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "ResourceConflictException", e.response
+lam.delete_alias(FunctionName="hello", Name="live")
+lam.delete_function(FunctionName="hello", Qualifier="1")
+try:
+    lam.get_function(FunctionName="hello", Qualifier="1")
+    raise SystemExit("version 1 still there")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "ResourceNotFoundException", e.response
 
 # Configuration updates, RevisionId preconditions.
 rev = lam.get_function_configuration(FunctionName="hello")["RevisionId"]
