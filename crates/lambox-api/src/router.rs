@@ -310,19 +310,28 @@ async fn request_id(req: Request, next: Next) -> Response {
         let started = std::time::Instant::now();
         let mut resp = next.run(req).await;
         let hs = resp.headers_mut();
-        if !hs.contains_key(h::REQUEST_ID) {
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                hs.insert(h::REQUEST_ID, v);
-            }
-        }
         let error = hs
             .get(h::ERROR_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        // Errors carry this request's id; an invoke's answer keeps the invoke's own id (the
+        // RequestId of its START/END/REPORT lines), which is logged with it.
+        if !error.is_empty() || !hs.contains_key(h::REQUEST_ID) {
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                hs.insert(h::REQUEST_ID, v);
+            }
+        }
+        let invoke_id = hs
+            .get(h::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| *v != id)
+            .unwrap_or("")
+            .to_owned();
         tracing::info!(
             status = resp.status().as_u16(),
             error,
+            invoke_id,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "answered"
         );
