@@ -34,6 +34,8 @@
 #   bin/VERSIONS                where those two came from, versions, sha256
 #   pip/cargo-lambda/           cargo-lambda from PyPI, pip install --target --no-deps
 #                               (its ziglang dependency, 400 MB, is only for cross builds)
+#   pip/aws/                    the AWS CLI (awscli) and boto3, pip install --target, for the
+#                               `lambox serve` tests: PYTHONPATH=pip/aws python3 -m awscli
 #   logs/rie-check.log          the last check of the function images under the RIE
 #   images/NAME/oci/            OCI layout, tag latest
 #   images/NAME/docker.tar      docker-archive, localhost/NAME:latest (single-platform images)
@@ -374,6 +376,26 @@ PY
   } >"$CACHE/bin/VERSIONS"
   stamp_set pip-tools "$TOOLS_KEY"
   log "tools (aws-lambda-rie, cargo-lambda): installed in $(elapsed "$t") s"
+fi
+
+# The real AWS clients the `lambox serve` tests drive lambox with (awscli v1 is on PyPI;
+# `python3 -m awscli`, with PYTHONPATH set to this directory). Keyed on the versions only.
+AWS_PKGS=(awscli==1.46.3 boto3==1.44.8 botocore==1.44.8)
+AWS_KEY="pip-aws v1 ${AWS_PKGS[*]}"
+if stamp_ok pip-aws "$AWS_KEY" && [[ -d $CACHE/pip/aws/awscli && -d $CACHE/pip/aws/boto3 ]]; then
+  log "pip aws (awscli, boto3): cached"
+else
+  t=$EPOCHREALTIME
+  PY=$(find_pip_python)
+  safe_rm "$CACHE/pip/.aws.tmp"
+  mkdir -p "$CACHE/pip"
+  : >"$LOGS/pip-aws.log"
+  q pip-aws.log env PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip install --no-input \
+    --root-user-action=ignore --target "$CACHE/pip/.aws.tmp" "${AWS_PKGS[@]}"
+  safe_rm "$CACHE/pip/aws"
+  mv "$CACHE/pip/.aws.tmp" "$CACHE/pip/aws"
+  stamp_set pip-aws "$AWS_KEY"
+  log "pip aws (awscli, boto3): installed in $(elapsed "$t") s"
 fi
 
 # functions/echo-rust, built with cargo in its own target directory (so that

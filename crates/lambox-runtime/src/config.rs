@@ -187,6 +187,9 @@ pub struct FunctionConfig {
     pub account_id: String,
     /// Credentials to pass to the function, if any.
     pub credentials: Option<AwsCredentials>,
+    /// The version that runs: `$LATEST` or a published version number
+    /// (`AWS_LAMBDA_FUNCTION_VERSION`, `START … Version:`, `X-Amz-Executed-Version`).
+    pub version: String,
 }
 
 impl FunctionConfig {
@@ -202,6 +205,7 @@ impl FunctionConfig {
             region: "us-east-1".to_owned(),
             account_id: "000000000000".to_owned(),
             credentials: None,
+            version: LATEST.to_owned(),
         }
     }
 
@@ -291,7 +295,7 @@ impl FunctionConfig {
         }
         let mut reserved = vec![
             ("AWS_LAMBDA_FUNCTION_NAME", self.name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", LATEST.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", self.version.clone()),
             (
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 self.memory_mb.to_string(),
@@ -326,7 +330,7 @@ impl FunctionConfig {
     pub fn launch_spec(&self) -> LaunchSpec {
         LaunchSpec {
             argv: self.argv(),
-            env: self.lambda_environment(&new_log_stream_name(SystemTime::now())),
+            env: self.lambda_environment(&new_log_stream_name(SystemTime::now(), &self.version)),
             workdir: self
                 .image
                 .workdir
@@ -339,10 +343,10 @@ impl FunctionConfig {
     }
 }
 
-/// `YYYY/MM/DD/[$LATEST]<32 lowercase hex>`, Lambda's log stream name for one environment.
-pub fn new_log_stream_name(now: SystemTime) -> String {
+/// `YYYY/MM/DD/[VERSION]<32 lowercase hex>`, Lambda's log stream name for one environment.
+pub fn new_log_stream_name(now: SystemTime, version: &str) -> String {
     format!(
-        "{}/[{LATEST}]{}",
+        "{}/[{version}]{}",
         clock::date_path(now),
         uuid::Uuid::new_v4().simple()
     )
@@ -419,7 +423,7 @@ mod tests {
     #[test]
     fn log_stream_name_format() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_568_764_966);
-        let name = new_log_stream_name(t);
+        let name = new_log_stream_name(t, LATEST);
         let (date, rest) = name.split_at(10);
         assert_eq!(date, "2019/09/18");
         let hex = rest.strip_prefix("/[$LATEST]").expect("prefix");

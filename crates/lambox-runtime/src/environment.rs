@@ -670,7 +670,7 @@ fn fail_without_environment(
         &logs::init_report_line(failed.elapsed, "invoke", &status),
     );
     log.set_environment(failed.environment);
-    log.platform(&logs::start_line(request_id));
+    log.platform(&logs::start_line(request_id, &ctx.config.version));
     let duration = start.elapsed();
     if let Some(line) = failed.failure.log_line(request_id, duration) {
         log.platform(&line);
@@ -729,7 +729,7 @@ impl Environment {
         let deadline = start + timeout;
         let deadline_wall = SystemTime::now() + deadline.saturating_duration_since(Instant::now());
         self.log.attach(Some(log.clone()));
-        log.platform(&logs::start_line(request_id));
+        log.platform(&logs::start_line(request_id, &ctx.config.version));
         self.api.post(InvokeEvent {
             request_id: request_id.to_owned(),
             deadline_ms: clock::epoch_millis(deadline_wall),

@@ -271,7 +271,11 @@ async fn try_invoke(pool: &Pool, headers: &HeaderMap, body: Body) -> Result<Resp
                 HeaderValue::from_str(&content_type)
                     .unwrap_or_else(|_| HeaderValue::from_static(APPLICATION_JSON)),
             );
-            hs.insert(h::EXECUTED_VERSION, HeaderValue::from_static(LATEST));
+            hs.insert(
+                h::EXECUTED_VERSION,
+                HeaderValue::from_str(&pool.config().version)
+                    .unwrap_or_else(|_| HeaderValue::from_static(LATEST)),
+            );
             if function_error.is_some() {
                 hs.insert(
                     h::FUNCTION_ERROR,

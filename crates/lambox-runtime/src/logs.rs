@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! INIT_REPORT Init Duration: 0.79 ms\tPhase: init\tStatus: error\tError Type: Runtime.InvalidEntrypoint
-//! START RequestId: <id> Version: $LATEST
+//! START RequestId: <id> Version: $LATEST (or the version number)
 //! RequestId: <id> Error: Runtime exited with error: exit status 1\nRuntime.ExitError
 //! 2019-09-18T00:02:46.542Z <id> Task timed out after 3.01 seconds
 //! END RequestId: <id>
@@ -46,7 +46,7 @@ use bytes::Bytes;
 use tokio::net::unix::pipe;
 
 use crate::clock;
-use crate::wire::{LATEST, LOG_TAIL_BYTES};
+use crate::wire::LOG_TAIL_BYTES;
 
 /// Largest record; longer lines are cut (Lambda's maximum log event size).
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
@@ -435,9 +435,9 @@ impl Pipe {
     }
 }
 
-/// `START RequestId: <id> Version: $LATEST`.
-pub(crate) fn start_line(request_id: &str) -> String {
-    format!("START RequestId: {request_id} Version: {LATEST}")
+/// `START RequestId: <id> Version: <version>` (`$LATEST` or a number).
+pub(crate) fn start_line(request_id: &str, version: &str) -> String {
+    format!("START RequestId: {request_id} Version: {version}")
 }
 
 /// `END RequestId: <id>`.
@@ -559,7 +559,7 @@ mod tests {
     fn platform_line_formats() {
         let id = "8f507cfc-xmpl-4697-b07a-ac58fc914c95";
         assert_eq!(
-            start_line(id),
+            start_line(id, "$LATEST"),
             format!("START RequestId: {id} Version: $LATEST")
         );
         assert_eq!(end_line(id), format!("END RequestId: {id}"));

@@ -8,8 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod launcher;
 mod progress;
 mod run;
+mod serve;
 
 /// Self-hosted AWS Lambda for container-image functions, without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -45,6 +47,8 @@ enum Command {
     Lint(commands::LintArgs),
     /// Run a function from an image behind the Lambda Invoke API (default 127.0.0.1:9000)
     Run(run::RunArgs),
+    /// Serve the Lambda API (functions, versions, aliases, invoke) on 127.0.0.1:4566
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,10 +56,15 @@ fn main() -> ExitCode {
     // anything else (in particular before any thread starts).
     lambox_sandbox::run_init_if_requested();
     let cli = Cli::parse();
+    // `serve` is a server: it logs its requests (with their ids) by default.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LAMBOX_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -76,6 +85,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Serve(a) = cli.command {
+        // The data directory may come from serve's config file: serve opens it itself.
+        return serve::serve(cli.data_dir, cli.max_image_size, a);
+    }
     let root = cli
         .data_dir
         .clone()
@@ -95,5 +108,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune => commands::prune(&ctx),
         Command::Lint(a) => commands::lint(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
+        Command::Serve(_) => unreachable!("handled above"),
     }
 }

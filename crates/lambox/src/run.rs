@@ -4,22 +4,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use lambox_runtime::config::{AwsCredentials, FunctionConfig, ImageConfig};
-use lambox_runtime::launch::{EnvControl, LaunchError, LaunchSpec, Launched, Launcher};
 use lambox_runtime::logs::StdoutLogSink;
 use lambox_runtime::pool::{Pool, PoolOptions};
-use lambox_sandbox::{Helpers, HostNetwork, Sandbox, SandboxConfig, SandboxError, Spec, Subnet};
 
 use crate::commands::{find_or_import, Ctx, ImageConfigArgs, ImportArgs};
-
-/// The Runtime API port inside every environment, as in Lambda.
-const RUNTIME_API_PORT: u16 = 9001;
+use crate::launcher::{NetworkArgs, SandboxHost};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -63,30 +59,10 @@ pub struct RunArgs {
     /// environments are killed, seconds (a second signal kills them at once)
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     shutdown_grace: u64,
-    /// Environments' network: `nat` (outbound IPv4 through a veth pair and NAT; turns on the
-    /// host's IPv4 forwarding while running) or `none` (only lo, for the Runtime API)
-    #[arg(long, value_enum, default_value_t = NetworkMode::Nat)]
-    network: NetworkMode,
-    /// With --network nat: the private subnet environments' addresses come from (a /30 each)
-    #[arg(long, default_value = lambox_sandbox::DEFAULT_SUBNET, value_parser = parse_subnet)]
-    network_subnet: Subnet,
-    /// With --network nat: a nameserver for the environments' /etc/resolv.conf (repeatable;
-    /// default: the host's, unless loopback)
-    #[arg(long, value_name = "IPV4")]
-    dns: Vec<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    network: NetworkArgs,
     #[command(flatten)]
     import: ImportArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum NetworkMode {
-    Nat,
-    None,
-}
-
-fn parse_subnet(s: &str) -> Result<Subnet, String> {
-    s.parse()
-        .map_err(|e: lambox_sandbox::NetworkError| e.to_string())
 }
 
 /// `-e KEY=VALUE`, or `-e KEY` for lambox's own value of KEY (skipped when unset), as
@@ -156,67 +132,6 @@ fn parse_env_file(
     Ok(vars)
 }
 
-/// Starts environments in the sandbox: the image's stored layers as a read-only root.
-#[derive(Debug)]
-struct SandboxLauncher {
-    /// Pre-spawned helpers, already in fresh cgroups (see lambox_sandbox::Helpers).
-    helpers: Arc<Helpers<tokio::process::Child>>,
-    layers: Vec<PathBuf>,
-}
-
-#[derive(Debug)]
-struct SandboxControl(Sandbox);
-
-impl EnvControl for SandboxControl {
-    fn freeze(&self) -> std::io::Result<()> {
-        self.0.freeze()
-    }
-    fn freeze_nowait(&self) -> std::io::Result<()> {
-        self.0.freeze_nowait()
-    }
-    fn thaw(&self) -> std::io::Result<()> {
-        self.0.thaw()
-    }
-    fn kill(&self) {
-        self.0.kill()
-    }
-    fn max_memory_bytes(&self) -> Option<u64> {
-        self.0.max_memory_bytes()
-    }
-    fn oom_killed(&self) -> bool {
-        self.0.oom_killed()
-    }
-    fn cleanup(&self) {
-        self.0.cleanup()
-    }
-}
-
-impl Launcher for SandboxLauncher {
-    fn launch(&self, spec: &LaunchSpec) -> Result<Launched, LaunchError> {
-        let sandbox_spec = Spec {
-            layers: self.layers.clone(),
-            argv: spec.argv.clone(),
-            env: spec.env.clone(),
-            workdir: spec.workdir.clone(),
-            memory_mb: spec.memory_mb,
-            ephemeral_storage_mb: spec.ephemeral_storage_mb,
-            hostname: "localhost".to_string(),
-            runtime_api_port: RUNTIME_API_PORT,
-        };
-        let (sandbox, child, listener) =
-            self.helpers.spawn(&sandbox_spec).map_err(|e| match e {
-                SandboxError::InvalidEntrypoint(m) => LaunchError::InvalidEntrypoint(m),
-                SandboxError::InvalidWorkingDir(m) => LaunchError::InvalidWorkingDir(m),
-                SandboxError::Setup(m) => LaunchError::Other(m),
-            })?;
-        Ok(Launched {
-            child,
-            listener,
-            control: Box::new(SandboxControl(sandbox)),
-        })
-    }
-}
-
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -273,56 +188,20 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let handle = runtime.handle().clone();
-    let mut config = SandboxConfig::new(ctx.store.root().join("run"));
-    // Held until the end: dropping it removes lambox's nftables table (if no other lambox
-    // process uses it) and restores forwarding.
-    let host_network = match args.network {
-        NetworkMode::None => None,
-        NetworkMode::Nat => {
-            std::fs::create_dir_all(&config.state_dir)
-                .with_context(|| format!("create {}", config.state_dir.display()))?;
-            let dns = (!args.dns.is_empty()).then_some(args.dns.as_slice());
-            let host = HostNetwork::setup(&config.state_dir, args.network_subnet, dns)
-                .context("set up --network nat")?;
-            if host.nameservers().is_empty() {
-                eprintln!(
-                    "lambox: warning: the host has no DNS resolver environments can reach (only loopback ones); functions get no DNS unless --dns is given"
-                );
-            }
-            config.network = host.network();
-            Some(host)
-        }
-    };
-    // The first cold start finds its network namespace (and veth pair) made already.
-    lambox_sandbox::prewarm_network(&config, RUNTIME_API_PORT);
-    let helpers = Arc::new(Helpers::new(
-        config,
+    let sandbox = SandboxHost::start(
+        ctx.store.root().join("run"),
+        &args.network,
         args.concurrency.clamp(1, 2),
-        move |cmd| {
-            let _guard = handle.enter();
-            tokio::process::Command::from(cmd)
-                // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
-                // reaches lambox, which shuts down gracefully, not the functions.
-                .process_group(0)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-        },
-    ));
-    // Serve once the first helper is ready (its cgroup join can wait ~15 ms for the kernel), so
-    // that the first invoke's cold start does not wait for it; bounded, in case it cannot be.
-    helpers.wait_ready(1, std::time::Duration::from_millis(500));
-    let launcher = SandboxLauncher {
-        helpers: helpers.clone(),
-        layers: entry
+        runtime.handle().clone(),
+    )?;
+    let launcher = sandbox.launcher(
+        entry
             .image
             .layers
             .iter()
             .map(|l| ctx.store.layer_path(&l.diff_id))
             .collect(),
-    };
+    );
     let options = PoolOptions {
         concurrency: args.concurrency.max(1),
         queue_capacity: args.queue,
@@ -338,7 +217,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     )
     .context("invalid function configuration")?;
 
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         // Installed before listening: a signal is never the default (fatal) action from here.
         let mut signals = Signals::new()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -387,12 +266,10 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         }
         drop(pool);
         anyhow::Ok(())
-    })?;
-    helpers.shutdown();
-    lambox_sandbox::remove_empty_cgroups();
-    if let Some(host) = host_network {
-        host.teardown();
-    }
+    });
+    // Also after an error: the helpers, lambox's cgroups and the host network are undone.
+    sandbox.shutdown();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

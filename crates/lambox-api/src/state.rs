@@ -1,0 +1,610 @@
+//! Persistent state: `DATA/lambox-api.db`, SQLite in WAL mode (the image store keeps its own
+//! `lambox.db`). Records are JSON documents keyed by function name (and version or alias), so
+//! the wire types stay defined once. The schema is versioned with `PRAGMA user_version`;
+//! [`MIGRATIONS`] lists every step in order.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::StateError;
+use crate::model::{AliasConfiguration, VersionRecord};
+
+/// Schema steps; `user_version` = how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: functions, published versions, aliases, reserved concurrency, the async event queue.
+    "CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        latest TEXT NOT NULL,
+        next_version INTEGER NOT NULL DEFAULT 1,
+        reserved_concurrency INTEGER,
+        tags TEXT
+     );
+     CREATE TABLE versions (
+        name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+     );
+     CREATE TABLE aliases (
+        name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        alias TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
+     );
+     CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        qualifier TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        received_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX events_status ON events(status);",
+    // 2: asynchronous invocation settings per function version or alias.
+    "CREATE TABLE event_invoke_configs (
+        name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (name, qualifier)
+     );",
+];
+
+/// A stored async event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: String,
+    pub name: String,
+    pub qualifier: String,
+    pub payload: Vec<u8>,
+}
+
+/// The open state database.
+#[derive(Debug)]
+pub struct State {
+    db: Mutex<Connection>,
+    path: String,
+}
+
+impl State {
+    /// Opens (creating and migrating) `dir/lambox-api.db`.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        let path = dir.join("lambox-api.db");
+        let path_s = path.display().to_string();
+        let err = |source| StateError::Db {
+            path: path_s.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(StateError::TooNew {
+                path: path_s,
+                found,
+                supported,
+            });
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let sql = format!("BEGIN; {step}; PRAGMA user_version = {}; COMMIT;", i + 1);
+            conn.execute_batch(&sql).map_err(err)?;
+        }
+        Ok(State {
+            db: Mutex::new(conn),
+            path: path_s,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        text: &str,
+    ) -> Result<T, StateError> {
+        serde_json::from_str(text).map_err(|source| StateError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    fn encode<T: serde::Serialize>(value: &T) -> String {
+        // Plain structs of strings, numbers and maps always serialise.
+        serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+    }
+
+    /// Inserts a new function; false if the name is taken.
+    pub fn insert_function(
+        &self,
+        latest: &VersionRecord,
+        tags: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<bool, StateError> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO functions (name, seq, latest, tags)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM functions), ?2, ?3)",
+                params![
+                    latest.configuration.function_name,
+                    Self::encode(latest),
+                    tags.map(Self::encode)
+                ],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// `$LATEST` of `name`.
+    pub fn latest(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT latest FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Replaces `$LATEST` of an existing function; false if it is gone.
+    pub fn put_latest(&self, record: &VersionRecord) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE functions SET latest = ?2 WHERE name = ?1",
+                params![record.configuration.function_name, Self::encode(record)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Replaces `$LATEST` only if its RevisionId is still `expected` (compare-and-set);
+    /// false otherwise.
+    pub fn replace_latest_if(
+        &self,
+        expected_revision: &str,
+        record: &VersionRecord,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db_err(e))?;
+        let name = &record.configuration.function_name;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT latest FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        let current: VersionRecord = self.decode(name, &current)?;
+        if current.configuration.revision_id != expected_revision {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE functions SET latest = ?2 WHERE name = ?1",
+            params![name, Self::encode(record)],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(true)
+    }
+
+    /// Tags of `name`.
+    pub fn tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, StateError> {
+        let text: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT tags FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.flatten().map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Every function's `$LATEST`, in creation order, after `marker` (a name) if given.
+    pub fn list_latest(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, VersionRecord)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT seq, name, latest FROM functions WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map(params![after_seq, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.db_err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db_err(e))?;
+        rows.into_iter()
+            .map(|(seq, name, t)| Ok((seq, self.decode(&name, &t)?)))
+            .collect()
+    }
+
+    /// Number of functions.
+    pub fn function_count(&self) -> Result<u64, StateError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM functions", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Deletes a function with its versions and aliases; false if it did not exist.
+    pub fn delete_function(&self, name: &str) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM functions WHERE name = ?1", params![name])
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Publishes: stores `record` as the function's next version number and returns it, in one
+    /// transaction (`make` gets the number and builds the record).
+    pub fn publish(
+        &self,
+        name: &str,
+        make: impl FnOnce(u64) -> VersionRecord,
+    ) -> Result<Option<VersionRecord>, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db_err(e))?;
+        let next: Option<i64> = tx
+            .query_row(
+                "SELECT next_version FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some(next) = next else { return Ok(None) };
+        let record = make(next as u64);
+        tx.execute(
+            "INSERT INTO versions (name, version, record) VALUES (?1, ?2, ?3)",
+            params![name, next, Self::encode(&record)],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "UPDATE functions SET next_version = ?2 WHERE name = ?1",
+            params![name, next + 1],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(Some(record))
+    }
+
+    /// A published version.
+    pub fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM versions WHERE name = ?1 AND version = ?2",
+                params![name, version as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// The newest published version.
+    pub fn newest_version(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Every published version of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT record FROM versions WHERE name = ?1 ORDER BY version")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map(params![name], |r| r.get::<_, String>(0))
+            .map_err(|e| self.db_err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db_err(e))?;
+        rows.iter().map(|t| self.decode(name, t)).collect()
+    }
+
+    /// Deletes one published version; false if it did not exist.
+    pub fn delete_version(&self, name: &str, version: u64) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM versions WHERE name = ?1 AND version = ?2",
+                params![name, version as i64],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Inserts or replaces an alias.
+    pub fn put_alias(&self, name: &str, alias: &AliasConfiguration) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO aliases (name, alias, record) VALUES (?1, ?2, ?3)",
+                params![name, alias.name, Self::encode(alias)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// One alias.
+    pub fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasConfiguration>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Every alias of `name`, by alias name.
+    pub fn aliases(&self, name: &str) -> Result<Vec<AliasConfiguration>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT record FROM aliases WHERE name = ?1 ORDER BY alias")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map(params![name], |r| r.get::<_, String>(0))
+            .map_err(|e| self.db_err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db_err(e))?;
+        rows.iter().map(|t| self.decode(name, t)).collect()
+    }
+
+    /// Deletes an alias; false if it did not exist.
+    pub fn delete_alias(&self, name: &str, alias: &str) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Sets (Some) or removes (None) the reserved concurrency; false if no such function.
+    pub fn set_reserved_concurrency(
+        &self,
+        name: &str,
+        value: Option<u64>,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
+                params![name, value.map(|v| v as i64)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// The reserved concurrency of `name` (outer None: no such function).
+    pub fn reserved_concurrency(&self, name: &str) -> Result<Option<Option<u64>>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT reserved_concurrency FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(|o| o.map(|v| v.map(|n| n as u64)))
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Sum of every function's reserved concurrency.
+    pub fn total_reserved(&self) -> Result<u64, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(SUM(reserved_concurrency), 0) FROM functions",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// The event invoke config of `name` at `qualifier`.
+    pub fn event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<Option<crate::model::FunctionEventInvokeConfig>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(name, &t)).transpose()
+    }
+
+    /// Stores (replaces) the event invoke config of `name` at `qualifier`.
+    pub fn put_event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+        config: &crate::model::FunctionEventInvokeConfig,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO event_invoke_configs (name, qualifier, record)
+                 VALUES (?1, ?2, ?3)",
+                params![name, qualifier, Self::encode(config)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Deletes the event invoke config of `name` at `qualifier`; false if there was none.
+    pub fn delete_event_invoke_config(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Stores an accepted async event (durably: `synchronous=FULL`) before it is answered.
+    pub fn insert_event(&self, event: &StoredEvent, received_ms: u128) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT INTO events (id, name, qualifier, payload, received_ms, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                params![
+                    event.id,
+                    event.name,
+                    event.qualifier,
+                    event.payload,
+                    received_ms as i64
+                ],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Records the outcome of an event's run (`succeeded` or `failed`) and counts the attempt.
+    pub fn finish_event(&self, id: &str, status: &str) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE events SET status = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, status],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Events accepted but not yet run to an end, oldest first.
+    pub fn pending_events(&self) -> Result<Vec<StoredEvent>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, name, qualifier, payload FROM events WHERE status = 'pending'
+                 ORDER BY received_ms",
+            )
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredEvent {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    qualifier: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.db_err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db_err(e))?;
+        Ok(rows)
+    }
+
+    /// The status of an event (`pending`, `succeeded`, `failed`).
+    pub fn event_status(&self, id: &str) -> Result<Option<String>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT status FROM events WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_in_order_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |d: &Path| -> i64 {
+            Connection::open(d.join("lambox-api.db"))
+                .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+                .expect("read user_version")
+        };
+        drop(State::open(dir.path()).expect("create"));
+        assert_eq!(version(dir.path()), MIGRATIONS.len() as i64);
+        drop(State::open(dir.path()).expect("reopen: nothing to migrate"));
+        assert_eq!(version(dir.path()), MIGRATIONS.len() as i64);
+
+        // A database at schema 1 gets only the later steps.
+        let old = tempfile::tempdir().expect("tempdir");
+        {
+            let c = Connection::open(old.path().join("lambox-api.db")).expect("open");
+            c.execute_batch(&format!(
+                "BEGIN; {}; PRAGMA user_version = 1; COMMIT;",
+                MIGRATIONS[0]
+            ))
+            .expect("schema 1");
+        }
+        drop(State::open(old.path()).expect("migrate"));
+        assert_eq!(version(old.path()), MIGRATIONS.len() as i64);
+
+        Connection::open(dir.path().join("lambox-api.db"))
+            .and_then(|c| c.execute_batch("PRAGMA user_version = 99"))
+            .expect("set");
+        let e = State::open(dir.path()).expect_err("newer schema");
+        assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
+    }
+}

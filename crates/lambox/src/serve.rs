@@ -1,0 +1,329 @@
+//! `lambox serve`: the Lambda API (`2015-03-31`) on one port, backed by lambox-api.
+//!
+//! Settings come from, in rising precedence: built-in defaults, the TOML file named by
+//! `--config`/`LAMBOX_CONFIG`, environment variables, flags. SIGTERM or Ctrl-C: stop
+//! accepting, let in-flight requests and background work (image pulls, async events) finish
+//! within the grace period, tear every environment down, exit 0.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lambox_api::{Lambda, Scheduler, ServiceConfig, State, StoreImages};
+use lambox_image::store::Store;
+use lambox_runtime::{Launcher, StdoutLogSink};
+use serde::Deserialize;
+
+use crate::launcher::{NetworkArgs, SandboxHost};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:4566";
+const DEFAULT_ACCOUNT: &str = "000000000000";
+const DEFAULT_REGION: &str = "us-east-1";
+const DEFAULT_ACCOUNT_CONCURRENCY: u64 = 1000;
+const DEFAULT_GRACE_SECS: u64 = 30;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys: listen, data_dir, account_id, region, [limits])
+    #[arg(long, env = "LAMBOX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the API [default: 127.0.0.1:4566]
+    #[arg(long, env = "LAMBOX_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Account id in every ARN [default: 000000000000]
+    #[arg(long, env = "LAMBOX_ACCOUNT_ID")]
+    account_id: Option<String>,
+    /// Region in every ARN [default: us-east-1]
+    #[arg(long, env = "LAMBOX_REGION")]
+    region: Option<String>,
+    /// Concurrent executions of the account [default: 1000]
+    #[arg(long, env = "LAMBOX_ACCOUNT_CONCURRENCY")]
+    account_concurrency: Option<u64>,
+    /// Seconds in-flight work may take to finish after SIGTERM [default: 30]
+    #[arg(long, env = "LAMBOX_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<u64>,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    account_id: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    account_concurrency: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    account_id: String,
+    region: String,
+    account_concurrency: u64,
+    grace: Duration,
+}
+
+fn read_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().lines().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
+fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(p) => read_config(p)?,
+        None => FileConfig::default(),
+    };
+    let listen = match args.listen.or(file.listen) {
+        Some(l) => l,
+        None => DEFAULT_LISTEN.parse().context("default listen address")?,
+    };
+    let account_id = args
+        .account_id
+        .clone()
+        .or(file.account_id)
+        .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("account id {account_id:?} is not 12 digits");
+    }
+    let region = args
+        .region
+        .clone()
+        .or(file.region)
+        .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+    if lambox_api::names::FunctionRef::parse(
+        &format!("{region}:{account_id}:function:x"),
+        &account_id,
+        &region,
+        false,
+    )
+    .is_err()
+    {
+        bail!("region {region:?} is not a region name like us-east-1");
+    }
+    let account_concurrency = args
+        .account_concurrency
+        .or(file.limits.account_concurrency)
+        .unwrap_or(DEFAULT_ACCOUNT_CONCURRENCY);
+    if account_concurrency == 0 {
+        bail!("account concurrency must be at least 1");
+    }
+    Ok(Settings {
+        listen,
+        data_dir: data_dir_flag
+            .or(file.data_dir)
+            .unwrap_or_else(Store::default_root),
+        account_id,
+        region,
+        account_concurrency,
+        grace: Duration::from_secs(
+            args.shutdown_grace
+                .or(file.limits.shutdown_grace_seconds)
+                .unwrap_or(DEFAULT_GRACE_SECS),
+        ),
+    })
+}
+
+pub fn serve(
+    data_dir_flag: Option<PathBuf>,
+    max_image_size: u64,
+    args: ServeArgs,
+) -> Result<ExitCode> {
+    let settings = resolve(data_dir_flag, &args)?;
+    let store = Arc::new(
+        Store::open(&settings.data_dir)
+            .with_context(|| format!("open data directory {}", settings.data_dir.display()))?,
+    );
+    let state = State::open(&settings.data_dir)?;
+    let images = Arc::new(StoreImages::new(store.clone(), max_image_size));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let sandbox = Arc::new(SandboxHost::start(
+        store.root().join("run"),
+        &args.network,
+        2,
+        runtime.handle().clone(),
+    )?);
+    let host = sandbox.clone();
+    let launchers: lambox_api::LauncherFactory =
+        Arc::new(move |image| Arc::new(host.launcher(image.layers.clone())) as Arc<dyn Launcher>);
+    let scheduler = Scheduler::new(
+        images.clone(),
+        launchers,
+        Arc::new(StdoutLogSink),
+        settings.account_id.clone(),
+        settings.region.clone(),
+        settings.account_concurrency as usize,
+    );
+    let config = ServiceConfig {
+        account_id: settings.account_id.clone(),
+        region: settings.region.clone(),
+        account_concurrency: settings.account_concurrency,
+    };
+
+    let served = runtime.block_on(async move {
+        let lambda = Lambda::new(config, state, images, scheduler);
+        let resumed = lambda.resume_events()?;
+        if resumed > 0 {
+            tracing::info!(events = resumed, "resuming events accepted before the last stop");
+        }
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listen on {}", settings.listen))?;
+        eprintln!(
+            "lambox: Lambda API on http://{} (account {}, region {}, data {}); requests are not authenticated: any credentials are accepted",
+            settings.listen,
+            settings.account_id,
+            settings.region,
+            settings.data_dir.display()
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, lambox_api::router(lambda.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(());
+            });
+        let grace = settings.grace;
+        let started = std::time::Instant::now();
+        tokio::select! {
+            r = server => r.context("serve")?,
+            _ = async move {
+                let _ = stop_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("requests still running after the grace period; stopping anyway");
+            }
+        }
+        let left = lambda
+            .drain(grace.saturating_sub(started.elapsed().min(grace)))
+            .await;
+        if left > 0 {
+            tracing::warn!(tasks = left, "background work still running; pending events run at the next start");
+        }
+        lambda.shutdown();
+        drop(lambda);
+        // Give environments a moment to be torn down (their Drop kills and cleans up).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    // Also after an error: the helpers, lambox's cgroups and the host network are undone
+    // (every launcher, holding the other references, has gone with the scheduler).
+    match Arc::try_unwrap(sandbox) {
+        Ok(sandbox) => sandbox.shutdown(),
+        Err(_) => lambox_sandbox::remove_empty_cgroups(),
+    }
+    served?;
+    eprintln!("lambox: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    eprintln!("lambox: shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            config,
+            listen: None,
+            account_id: None,
+            region: None,
+            account_concurrency: None,
+            shutdown_grace: None,
+            network: NetworkArgs::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let s = resolve(Some("/d".into()), &args(None)).expect("ok");
+        assert_eq!(s.listen, "127.0.0.1:4566".parse().expect("ok"));
+        assert_eq!(s.account_id, "000000000000");
+        assert_eq!(s.region, "us-east-1");
+        assert_eq!(s.account_concurrency, 1000);
+
+        let dir = tempfile::tempdir().expect("ok");
+        let file = dir.path().join("lambox.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\n",
+        )
+        .expect("ok");
+        let s = resolve(None, &args(Some(file.clone()))).expect("ok");
+        assert_eq!(s.listen, "127.0.0.1:5000".parse().expect("ok"));
+        assert_eq!(s.data_dir, PathBuf::from("/srv/lambox"));
+        assert_eq!(s.account_id, "123456789012");
+        assert_eq!(s.region, "eu-west-1");
+        assert_eq!(s.account_concurrency, 10);
+        assert_eq!(s.grace, Duration::from_secs(5));
+
+        let mut a = args(Some(file));
+        a.region = Some("ap-south-1".into());
+        a.account_concurrency = Some(7);
+        let s = resolve(Some("/flag".into()), &a).expect("ok");
+        assert_eq!(s.region, "ap-south-1");
+        assert_eq!(s.account_concurrency, 7);
+        assert_eq!(s.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn bad_settings_are_one_line_errors() {
+        let dir = tempfile::tempdir().expect("ok");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:5000\"\nlisten_typo = 1\n").expect("ok");
+        let e = resolve(None, &args(Some(file)))
+            .expect_err("must fail")
+            .to_string();
+        assert!(e.contains("bad.toml") && !e.contains('\n'), "{e}");
+        let mut a = args(None);
+        a.account_id = Some("12".into());
+        assert!(resolve(None, &a)
+            .expect_err("must fail")
+            .to_string()
+            .contains("12 digits"));
+        let mut a = args(None);
+        a.region = Some("Mars".into());
+        assert!(resolve(None, &a)
+            .expect_err("must fail")
+            .to_string()
+            .contains("region"));
+    }
+}

@@ -1,0 +1,853 @@
+//! `lambox serve` end to end: the real binary, a real registry, the real AWS CLI (PyPI
+//! awscli, `python3 -m awscli`) and boto3 from the fixture cache (`pip/aws`, installed by
+//! scripts/build-fixtures.sh), dummy credentials.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{fixtures, free_port, http_get, oci, DataDir, Registry};
+use serde_json::Value;
+
+/// A running `lambox serve`; SIGTERM then SIGKILL on drop.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &DataDir, extra: &[&str]) -> Server {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = data
+            .path()
+            .join(format!("serve-{}.log", addr.replace([':', '.'], "-")));
+        let out = std::fs::File::create(&log).expect("create serve log");
+        let child = data
+            .lambox()
+            .args(["serve", "--listen", &addr])
+            .args(extra)
+            .env("LAMBOX_LOG", "info")
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("start lambox serve");
+        let server = Server {
+            child: Some(child),
+            addr,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(http_get(&server.addr, "/health"), Ok((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not come up:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve did not stop on SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn aws_pythonpath() -> PathBuf {
+    let p = fixtures().join("pip/aws");
+    assert!(
+        p.join("awscli").is_dir(),
+        "{} has no awscli (scripts/build-fixtures.sh installs it)",
+        p.display()
+    );
+    p
+}
+
+/// python3 with the fixture cache's awscli/boto3 and dummy credentials.
+fn python(cwd: &Path) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(cwd)
+        .env("PYTHONPATH", aws_pythonpath())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null());
+    cmd
+}
+
+struct Aws<'a> {
+    server: &'a Server,
+    dir: PathBuf,
+}
+
+impl Aws<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        python(&self.dir)
+            .args(["-m", "awscli", "lambda"])
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &self.server.endpoint(),
+                "--output",
+                "json",
+            ])
+            .output()
+            .expect("run python3 -m awscli")
+    }
+
+    /// Runs and expects success; returns the JSON it printed (Null if nothing).
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "aws lambda {args:?} failed ({}):\n{}\n--- serve log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.server.log_text()
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("aws {args:?}: not JSON ({e}): {text}"))
+        }
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "aws lambda {args:?} should have failed"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn wait_active(aws: &Aws, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = aws.ok(&["get-function-configuration", "--function-name", name]);
+        match c["State"].as_str() {
+            Some("Active") if c["LastUpdateStatus"] != "InProgress" => return c,
+            Some("Pending") | Some("Active") => {}
+            _ => panic!(
+                "function {name} did not become Active: {c}\n{}",
+                aws.server.log_text()
+            ),
+        }
+        assert!(Instant::now() < deadline, "{name} still {c}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn event_statuses(data: &DataDir) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print('\\n'.join(r[0] for r in c.execute('select status from events order by received_ms')))")
+        .arg(data.path().join("lambox-api.db"))
+        .output()
+        .expect("python3 sqlite3");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn aws_cli_creates_invokes_versions_and_deletes_an_image_function() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let image = registry.reference("fn/echo:v1");
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+
+    // Zip functions are refused with the AWS error type.
+    let zip = work.path().join("f.zip");
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('a.py', '')",
+        ])
+        .arg(&zip)
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    let zip_arg = format!("fileb://{}", zip.display());
+    let err = aws.fails(&[
+        "create-function",
+        "--function-name",
+        "zipped",
+        "--runtime",
+        "python3.12",
+        "--handler",
+        "a.b",
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+        "--zip-file",
+        &zip_arg,
+    ]);
+    assert!(
+        err.contains("InvalidParameterValueException")
+            && err.contains("container-image functions only"),
+        "{err}"
+    );
+
+    let created = aws.ok(&[
+        "create-function",
+        "--function-name",
+        "echo",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(
+        created["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:echo"
+    );
+    assert_eq!(created["State"], "Pending");
+    assert_eq!(created["PackageType"], "Image");
+    let c = wait_active(&aws, "echo");
+    assert_eq!(c["Timeout"], 5);
+
+    let f = aws.ok(&["get-function", "--function-name", "echo"]);
+    assert_eq!(f["Code"]["ImageUri"], image.as_str());
+    let resolved = f["Code"]["ResolvedImageUri"]
+        .as_str()
+        .expect("ResolvedImageUri");
+    let sha = f["Configuration"]["CodeSha256"]
+        .as_str()
+        .expect("CodeSha256");
+    assert_eq!(
+        resolved,
+        format!("{}/fn/echo@sha256:{sha}", registry.addr())
+    );
+    let images = data
+        .lambox()
+        .args(["images", "--json"])
+        .output()
+        .expect("images");
+    assert!(
+        String::from_utf8_lossy(&images.stdout).contains(sha),
+        "the store holds the resolved image"
+    );
+
+    // Synchronous invoke with the log tail.
+    let out = work.path().join("out.json");
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--payload",
+        r#"{"hello":"world"}"#,
+        "--log-type",
+        "Tail",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 200);
+    assert_eq!(r["ExecutedVersion"], "$LATEST");
+    assert!(r.get("FunctionError").is_none(), "{r}");
+    let payload: Value = serde_json::from_slice(&std::fs::read(&out).expect("out")).expect("json");
+    assert_eq!(payload["hello"], "world");
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(r["LogResult"].as_str().expect("LogResult"))
+        .expect("base64");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains("START RequestId:") && tail.contains("REPORT RequestId:"),
+        "{tail}"
+    );
+
+    // A function error.
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--payload",
+        r#"{"error":"boom"}"#,
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["FunctionError"], "Unhandled");
+    let payload: Value = serde_json::from_slice(&std::fs::read(&out).expect("out")).expect("json");
+    assert_eq!(payload["errorMessage"], "boom");
+
+    // DryRun and Event.
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--invocation-type",
+        "DryRun",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 204);
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        r#"{"async":1}"#,
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while event_statuses(&data) != ["succeeded"] {
+        assert!(
+            Instant::now() < deadline,
+            "event not run: {:?}",
+            event_statuses(&data)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Versions and aliases: ExecutedVersion follows the qualifier.
+    let v = aws.ok(&["publish-version", "--function-name", "echo"]);
+    assert_eq!(v["Version"], "1");
+    assert_eq!(
+        v["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:echo:1"
+    );
+    let again = aws.ok(&["publish-version", "--function-name", "echo"]);
+    assert_eq!(again["Version"], "1", "nothing changed: the same version");
+    aws.ok(&[
+        "create-alias",
+        "--function-name",
+        "echo",
+        "--name",
+        "live",
+        "--function-version",
+        "1",
+    ]);
+    let versions = aws.ok(&["list-versions-by-function", "--function-name", "echo"]);
+    let vs: Vec<&str> = versions["Versions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v["Version"].as_str())
+        .collect();
+    assert_eq!(vs, ["$LATEST", "1"]);
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo:live",
+        "--payload",
+        "{}",
+        "--log-type",
+        "Tail",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["ExecutedVersion"], "1");
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(r["LogResult"].as_str().expect("LogResult"))
+        .expect("base64");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.contains(" Version: 1\n"), "{tail}");
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--qualifier",
+        "1",
+        "--payload",
+        "{}",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["ExecutedVersion"], "1");
+
+    // Reserved concurrency 0 throttles everything.
+    aws.ok(&[
+        "put-function-concurrency",
+        "--function-name",
+        "echo",
+        "--reserved-concurrent-executions",
+        "0",
+    ]);
+    let err = aws.fails(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--payload",
+        "{}",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("TooManyRequestsException"), "{err}");
+    aws.ok(&["delete-function-concurrency", "--function-name", "echo"]);
+
+    let list = aws.ok(&["list-functions"]);
+    let names: Vec<&str> = list["Functions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["FunctionName"].as_str())
+        .collect();
+    assert_eq!(names, ["echo"]);
+
+    // State survives a restart; SIGTERM exits 0.
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "serve exited {status}:\n{}",
+        server.log_text()
+    );
+    let server = Server::start(&data, &[]);
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let c = aws.ok(&["get-function-configuration", "--function-name", "echo"]);
+    assert_eq!(
+        (c["State"].as_str(), c["CodeSha256"].as_str()),
+        (Some("Active"), Some(sha))
+    );
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo:live",
+        "--payload",
+        r#"{"after":"restart"}"#,
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 200);
+    let payload: Value = serde_json::from_slice(&std::fs::read(&out).expect("out")).expect("json");
+    assert_eq!(payload["after"], "restart");
+
+    aws.ok(&["delete-function", "--function-name", "echo"]);
+    let err = aws.fails(&["get-function", "--function-name", "echo"]);
+    assert!(
+        err.contains("ResourceNotFoundException")
+            && err.contains(
+                "Function not found: arn:aws:lambda:us-east-1:000000000000:function:echo"
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn boto3_drives_config_updates_retags_and_errors() {
+    let registry = Registry::start();
+    registry.push(
+        &oci("hello-python").display().to_string(),
+        "fn/hello:v1",
+        None,
+    );
+    let data = DataDir::new();
+    let server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import base64, json, sys, time
+import boto3
+from botocore.exceptions import ClientError
+
+endpoint, registry = sys.argv[1], sys.argv[2]
+lam = boto3.client("lambda", endpoint_url=endpoint)
+image = f"{registry}/fn/hello:v1"
+
+def wait_active(name):
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+c = lam.create_function(FunctionName="hello", PackageType="Image", Code={"ImageUri": image},
+                        Role="arn:aws:iam::000000000000:role/x", MemorySize=256,
+                        Environment={"Variables": {"GREETING": "hi"}})
+assert c["State"] == "Pending", c
+wait_active("hello")
+first = lam.get_function(FunctionName="hello")
+sha1 = first["Configuration"]["CodeSha256"]
+assert first["Configuration"]["MemorySize"] == 256
+assert first["Configuration"]["Environment"] == {"Variables": {"GREETING": "hi"}}
+
+r = lam.invoke(FunctionName="hello", Payload=json.dumps({"k": "v"}), LogType="Tail")
+body = json.loads(r["Payload"].read())
+assert r["StatusCode"] == 200 and body["k"] == "v" and body["body"] == "hello from lambox", body
+assert "REPORT RequestId" in base64.b64decode(r["LogResult"]).decode()
+
+# Retagging the image does not change the function; UpdateFunctionCode does.
+print("RETAG", flush=True)
+sys.stdout.flush()
+input()
+after_retag = lam.get_function(FunctionName="hello")["Configuration"]["CodeSha256"]
+assert after_retag == sha1, (after_retag, sha1)
+r = lam.invoke(FunctionName="hello", Payload=b"{}")
+assert json.loads(r["Payload"].read())["body"] == "hello from lambox"
+u = lam.update_function_code(FunctionName="hello", ImageUri=image, Publish=True)
+assert u["LastUpdateStatus"] == "InProgress", u
+wait_active("hello")
+sha2 = lam.get_function(FunctionName="hello")["Configuration"]["CodeSha256"]
+assert sha2 != sha1, "UpdateFunctionCode resolves the tag again"
+r = lam.invoke(FunctionName="hello", Payload=json.dumps({"hello": "rust"}))
+assert json.loads(r["Payload"].read()) == {"hello": "rust"}, "now the retagged image (rust-echo) runs"
+
+# Publish=True published the new code as version 1; a version an alias uses cannot go.
+versions = lam.list_versions_by_function(FunctionName="hello")["Versions"]
+assert [(v["Version"], v["CodeSha256"]) for v in versions] == [("$LATEST", sha2), ("1", sha2)], versions
+lam.create_alias(FunctionName="hello", Name="live", FunctionVersion="1")
+try:
+    lam.delete_function(FunctionName="hello", Qualifier="1")
+    raise SystemExit("deleted a version an alias uses")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "ResourceConflictException", e.response
+lam.delete_alias(FunctionName="hello", Name="live")
+lam.delete_function(FunctionName="hello", Qualifier="1")
+try:
+    lam.get_function(FunctionName="hello", Qualifier="1")
+    raise SystemExit("version 1 still there")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "ResourceNotFoundException", e.response
+
+# Configuration updates, RevisionId preconditions.
+rev = lam.get_function_configuration(FunctionName="hello")["RevisionId"]
+try:
+    lam.update_function_configuration(FunctionName="hello", Timeout=10, RevisionId="stale")
+    raise SystemExit("stale RevisionId accepted")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "PreconditionFailedException", e.response
+u = lam.update_function_configuration(FunctionName="hello", Timeout=10, RevisionId=rev)
+assert u["Timeout"] == 10 and u["RevisionId"] != rev
+
+for call, code in [
+    (lambda: lam.get_function(FunctionName="nope"), "ResourceNotFoundException"),
+    (lambda: lam.update_function_configuration(FunctionName="hello", MemorySize=20000), "InvalidParameterValueException"),
+    (lambda: lam.update_function_configuration(FunctionName="hello", Environment={"Variables": {"AWS_REGION": "x"}}), "InvalidParameterValueException"),
+    (lambda: lam.create_function(FunctionName="hello", PackageType="Image", Code={"ImageUri": image}, Role="arn:aws:iam::000000000000:role/x"), "ResourceConflictException"),
+    (lambda: lam.invoke(FunctionName="hello", Payload=b"x" * (6 * 1024 * 1024 + 1)), "RequestTooLargeException"),
+    (lambda: lam.invoke(FunctionName="hello", InvocationType="Event", Payload=b"[" + b"1," * 600000 + b"1]"), "RequestTooLargeException"),
+    (lambda: lam.invoke(FunctionName="hello", Payload=b"not json"), "InvalidRequestContentException"),
+]:
+    try:
+        call()
+        raise SystemExit(f"expected {code}")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == code, (code, e.response)
+        assert e.response["Error"]["Message"], e.response
+
+s = lam.get_account_settings()
+assert s["AccountLimit"]["ConcurrentExecutions"] == 1000 and s["AccountUsage"]["FunctionCount"] == 1, s
+names = [f["FunctionName"] for page in lam.get_paginator("list_functions").paginate() for f in page["Functions"]]
+assert names == ["hello"], names
+lam.delete_function(FunctionName="hello")
+print("OK", flush=True)
+"#;
+    std::fs::write(work.path().join("t.py"), script).expect("write script");
+    let mut child = python(work.path())
+        .arg("t.py")
+        .arg(server.endpoint())
+        .arg(registry.addr())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Wait for the script to reach the retag point, retag, let it go on.
+    use std::io::{BufRead, BufReader, Write};
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    if line.trim() == "RETAG" {
+        registry.push(&oci("rust-echo").display().to_string(), "fn/hello:v1", None);
+        child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("write");
+        line.clear();
+        stdout.read_line(&mut line).expect("read");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() && line.trim() == "OK",
+        "boto3 script failed ({}), last line {line:?}:\n{}\n--- serve log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+}
+
+/// Runs a boto3 script (argv: endpoint, registry) that may print `TERM` once: the server is
+/// then sent SIGTERM while the script goes on. Returns the server's exit status if stopped.
+fn run_boto3(
+    server: &mut Server,
+    registry: &Registry,
+    dir: &Path,
+    script: &str,
+) -> Option<std::process::ExitStatus> {
+    use std::io::{BufRead, BufReader};
+    std::fs::write(dir.join("t.py"), script).expect("write script");
+    let mut child = python(dir)
+        .arg("t.py")
+        .arg(server.endpoint())
+        .arg(registry.addr())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut last = String::new();
+    let mut stopped = None;
+    for line in stdout.lines() {
+        let line = line.expect("read");
+        if line == "TERM" {
+            stopped = Some(server.stop());
+        }
+        last = line;
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() && last == "OK",
+        "boto3 script failed ({}), last line {last:?}:\n{}\n--- serve log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    stopped
+}
+
+#[test]
+fn reserved_and_account_concurrency_throttle_with_reason_and_sigterm_finishes_invokes() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(
+        &data,
+        &["--account-concurrency", "2", "--shutdown-grace", "20"],
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import json, sys, threading, time
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, registry = sys.argv[1], sys.argv[2]
+lam = boto3.client("lambda", endpoint_url=endpoint,
+                   config=Config(retries={"total_max_attempts": 1}, read_timeout=60, max_pool_connections=10))
+lam.create_function(FunctionName="slow", PackageType="Image", Code={"ImageUri": f"{registry}/fn/echo:v1"},
+                    Role="arn:aws:iam::000000000000:role/x", Timeout=20)
+lam.get_waiter("function_active_v2").wait(FunctionName="slow", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+# Warm two environments' worth of cold start out of the timings below.
+lam.invoke(FunctionName="slow", Payload=b"{}")
+
+def slow(results, ms):
+    r = lam.invoke(FunctionName="slow", Payload=json.dumps({"sleep_ms": ms}))
+    results.append((r["StatusCode"], json.loads(r["Payload"].read()), r.get("FunctionError")))
+
+def throttled(reason):
+    try:
+        lam.invoke(FunctionName="slow", Payload=b"{}")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "TooManyRequestsException", e.response
+        assert e.response["Reason"] == reason, e.response
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        return
+    raise SystemExit("not throttled: " + reason)
+
+# Reserved concurrency 1: a second concurrent invoke is throttled.
+lam.put_function_concurrency(FunctionName="slow", ReservedConcurrentExecutions=1)
+results = []
+t = threading.Thread(target=slow, args=(results, 3000)); t.start()
+time.sleep(1.0)
+throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
+t.join()
+assert results == [(200, {"sleep_ms": 3000}, None)], results
+
+# No reservation: the account's 2 are shared; a third concurrent invoke is throttled.
+lam.delete_function_concurrency(FunctionName="slow")
+results = []
+ts = [threading.Thread(target=slow, args=(results, 3000)) for _ in range(2)]
+for x in ts: x.start()
+time.sleep(1.5)
+throttled("ConcurrentInvocationLimitExceeded")
+for x in ts: x.join()
+assert sorted(r[0] for r in results) == [200, 200], results
+
+# SIGTERM while an invoke runs: it finishes, then lambox exits.
+results = []
+t = threading.Thread(target=slow, args=(results, 2000)); t.start()
+time.sleep(0.7)
+print("TERM", flush=True)
+t.join()
+assert results == [(200, {"sleep_ms": 2000}, None)], results
+print("OK", flush=True)
+"#;
+    let status = run_boto3(&mut server, &registry, work.path(), script)
+        .expect("the script asked for SIGTERM");
+    assert!(
+        status.success(),
+        "serve exited {status}:\n{}",
+        server.log_text()
+    );
+    let log = server.log_text();
+    assert!(log.contains("lambox: stopped"), "{log}");
+}
+
+#[test]
+fn events_accepted_before_a_kill_9_run_after_restart() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let image = registry.reference("fn/echo:v1");
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "echo",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+        "--timeout",
+        "30",
+    ]);
+    wait_active(&aws, "echo");
+    aws.ok(&[
+        "put-function-concurrency",
+        "--function-name",
+        "echo",
+        "--reserved-concurrent-executions",
+        "1",
+    ]);
+
+    // A long synchronous invoke holds the only slot, so the event must wait.
+    let busy = python(work.path())
+        .args([
+            "-m",
+            "awscli",
+            "lambda",
+            "invoke",
+            "--function-name",
+            "echo",
+            "--payload",
+            r#"{"sleep_ms":20000}"#,
+        ])
+        .args([
+            "--endpoint-url",
+            &server.endpoint(),
+            "--cli-read-timeout",
+            "60",
+        ])
+        .arg(work.path().join("busy.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("background invoke");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.log_text().contains("START RequestId") {
+        assert!(
+            Instant::now() < deadline,
+            "the long invoke did not start:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = work.path().join("out.json");
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        r#"{"durable":true}"#,
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(r["StatusCode"], 202);
+    assert_eq!(event_statuses(&data), ["pending"]);
+
+    // kill -9: the accepted event is in the database, not run.
+    let mut child = server.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut busy = busy;
+    let _ = busy.wait();
+    assert_eq!(event_statuses(&data), ["pending"]);
+
+    let mut server = Server::start(&data, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while event_statuses(&data) != ["succeeded"] {
+        assert!(
+            Instant::now() < deadline,
+            "event not run after restart: {:?}\n{}",
+            event_statuses(&data),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log_text().contains("resuming events"),
+        "{}",
+        server.log_text()
+    );
+    let status = server.stop();
+    assert!(status.success(), "{status}");
+    // A restart after that finds nothing to run again.
+    let mut server = Server::start(&data, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!server.log_text().contains("resuming events"));
+    assert_eq!(event_statuses(&data), ["succeeded"]);
+    server.stop();
+}
