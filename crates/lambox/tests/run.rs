@@ -427,8 +427,9 @@ fn concurrent_invokes_run_in_parallel_environments() {
     );
 }
 
-/// The cgroup directories of the environments of lambox process `pid` (`<pid>-<n>`).
-fn env_cgroups(pid: u32) -> Vec<String> {
+/// Every cgroup directory this `lambox run` made: its environments' and its pre-spawned
+/// helpers' (which wait, alone in fresh cgroups, for an environment's spec).
+fn all_cgroups(pid: u32) -> Vec<String> {
     let out = std::process::Command::new("sh")
         .args([
             "-c",
@@ -439,6 +440,27 @@ fn env_cgroups(pid: u32) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
+        .collect()
+}
+
+fn procs(dir: &str) -> Vec<u32> {
+    std::fs::read_to_string(format!("{dir}/cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The environments' cgroup directories: those of cgroups holding more than the helper (an
+/// environment has at least the helper and its PID 1; a waiting pre-spawned helper is alone).
+fn env_cgroups(pid: u32) -> Vec<String> {
+    let all = all_cgroups(pid);
+    let name = |d: &str| d.rsplit('/').next().unwrap_or_default().to_owned();
+    let envs: std::collections::HashSet<String> = all
+        .iter()
+        .filter(|d| procs(d).len() >= 2)
+        .map(|d| name(d))
+        .collect();
+    all.into_iter()
+        .filter(|d| envs.contains(&name(d)))
         .collect()
 }
 
@@ -455,15 +477,7 @@ fn env_count(pid: u32) -> usize {
 
 /// The processes in those cgroups.
 fn env_pids(pid: u32) -> Vec<u32> {
-    let mut pids: Vec<u32> = env_cgroups(pid)
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(format!("{d}/cgroup.procs")).ok())
-        .flat_map(|t| {
-            t.lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect();
+    let mut pids: Vec<u32> = env_cgroups(pid).iter().flat_map(|d| procs(d)).collect();
     pids.sort_unstable();
     pids.dedup();
     pids
@@ -491,7 +505,7 @@ fn assert_nothing_left(data: &std::path::Path, pid: u32, env_pids: &[u32]) {
         );
     }
     // No cgroup of its environments (named `<lambox pid>-<n>`) is left.
-    assert_eq!(env_cgroups(pid), Vec::<String>::new(), "cgroups left");
+    assert_eq!(all_cgroups(pid), Vec::<String>::new(), "cgroups left");
 }
 
 #[test]
