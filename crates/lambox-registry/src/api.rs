@@ -23,7 +23,7 @@ use crate::wire::{
 use crate::Registry;
 
 /// Bytes per read when serving a blob.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1 << 20;
 
 pub async fn dispatch(
     State(reg): State<Registry>,
