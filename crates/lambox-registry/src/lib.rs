@@ -25,6 +25,7 @@ use lambox_image::store::Store;
 mod api;
 pub mod error;
 pub mod meta;
+pub mod source;
 pub mod upload;
 pub mod wire;
 
