@@ -23,6 +23,7 @@ use axum::Router;
 use lambox_image::store::Store;
 
 mod api;
+pub mod ecr;
 pub mod error;
 pub mod meta;
 pub mod source;

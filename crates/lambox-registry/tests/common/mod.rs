@@ -35,7 +35,10 @@ impl Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = registry.router();
+        // As `lambox serve` will: the /v2/ API and ECR's JSON API on one port.
+        let app = registry
+            .router()
+            .merge(lambox_registry::ecr::router(&registry));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
