@@ -1,9 +1,10 @@
 //! The start of ECR's control API (JSON 1.1, `X-Amz-Target:
 //! AmazonEC2ContainerRegistry_V20150921.<Op>`, `POST /`): CreateRepository,
-//! DescribeRepositories, DeleteRepository and ListImages over the registry's repositories.
+//! DescribeRepositories, DeleteRepository, ListImages, DescribeImages, BatchGetImage and
+//! BatchDeleteImage over the registry's repositories.
 //!
-//! Not yet (issue 5): GetAuthorizationToken and auth, DescribeImages, BatchGetImage,
-//! BatchDeleteImage, tag immutability enforcement, scanning. Requests are not SigV4-verified.
+//! Not yet (issue 5): GetAuthorizationToken and auth, tag immutability enforcement,
+//! PutImageTagMutability, PutImageScanningConfiguration, scanning. Requests are not SigV4-verified.
 //! `repositoryUri` is `<Host header>/<name>`, so it can be pushed to as it is.
 
 use axum::body::Bytes;
@@ -138,6 +139,82 @@ struct Input {
     force: bool,
     max_results: Option<usize>,
     next_token: Option<String>,
+    image_ids: Option<Vec<ImageId>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageId {
+    image_digest: Option<String>,
+    image_tag: Option<String>,
+}
+
+impl ImageId {
+    fn json(&self) -> Value {
+        let mut v = json!({});
+        if let Some(d) = &self.image_digest {
+            v["imageDigest"] = json!(d);
+        }
+        if let Some(t) = &self.image_tag {
+            v["imageTag"] = json!(t);
+        }
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{{imageDigest:'{}', imageTag:'{}'}}",
+            self.image_digest.as_deref().unwrap_or("null"),
+            self.image_tag.as_deref().unwrap_or("null")
+        )
+    }
+}
+
+/// A manifest of a repository, found by an ECR imageId (digest and/or tag; both must agree).
+fn resolve(
+    reg: &Registry,
+    repo: &str,
+    id: &ImageId,
+) -> Result<Option<meta::ManifestRow>, EcrError> {
+    let (repo, id) = (repo.to_string(), id.clone());
+    reg.store()
+        .with_db(move |db| {
+            let by_tag = match &id.image_tag {
+                Some(t) => Some(meta::manifest_by_tag(db, &repo, t)?),
+                None => None,
+            };
+            Ok(match (by_tag, &id.image_digest) {
+                (Some(row), Some(d)) => row.filter(|r| &r.digest == d),
+                (Some(row), None) => row,
+                (None, Some(d)) => meta::manifest_by_digest(db, &repo, d)?,
+                (None, None) => None,
+            })
+        })
+        .map_err(internal)
+}
+
+fn tags_of(reg: &Registry, repo: &str, digest: &str) -> Result<Vec<String>, EcrError> {
+    let (repo, digest) = (repo.to_string(), digest.to_string());
+    reg.store()
+        .with_db(move |db| {
+            let mut s = db
+                .prepare("SELECT tag FROM reg_tags WHERE repo = ?1 AND digest = ?2 ORDER BY tag")?;
+            let rows = s.query_map(params![repo, digest], |r| r.get(0))?;
+            rows.collect()
+        })
+        .map_err(internal)
+}
+
+fn read_manifest(reg: &Registry, digest: &str) -> Result<Vec<u8>, EcrError> {
+    let d: lambox_image::Digest = digest.parse().map_err(internal)?;
+    reg.store().read_blob(&d).map_err(internal)
+}
+
+fn image_ids(i: &Input) -> Result<&[ImageId], EcrError> {
+    match i.image_ids.as_deref() {
+        Some(ids) if !ids.is_empty() => Ok(ids),
+        _ => Err(invalid("imageIds must list at least one image")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +416,147 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 out["nextToken"] = json!((start + max).to_string());
             }
             Ok(out)
+        }
+        "DescribeImages" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let rows: Vec<meta::ManifestRow> = match &i.image_ids {
+                Some(ids) => {
+                    let mut rows = Vec::new();
+                    for id in ids {
+                        let row = resolve(reg, name, id)?.ok_or_else(|| {
+                            EcrError(
+                                "ImageNotFoundException",
+                                format!(
+                                    "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{ACCOUNT_ID}'",
+                                    id.describe()
+                                ),
+                            )
+                        })?;
+                        rows.push(row);
+                    }
+                    rows
+                }
+                None => {
+                    let repo = name.to_string();
+                    let digests: Vec<String> = reg
+                        .store()
+                        .with_db(move |db| {
+                            let mut s = db.prepare(
+                                "SELECT digest FROM reg_manifests WHERE repo = ?1 ORDER BY pushed_at, digest",
+                            )?;
+                            let rows = s.query_map(params![repo], |r| r.get(0))?;
+                            rows.collect()
+                        })
+                        .map_err(internal)?;
+                    let mut rows = Vec::new();
+                    for d in digests {
+                        let id = ImageId {
+                            image_digest: Some(d),
+                            image_tag: None,
+                        };
+                        rows.extend(resolve(reg, name, &id)?);
+                    }
+                    rows
+                }
+            };
+            let mut details = Vec::new();
+            for row in rows {
+                let m: Value =
+                    serde_json::from_slice(&read_manifest(reg, &row.digest)?).map_err(internal)?;
+                // ECR reports the compressed size of the layers (the manifest's own for an index).
+                let size: u64 = match m["layers"].as_array() {
+                    Some(layers) => layers.iter().filter_map(|l| l["size"].as_u64()).sum(),
+                    None => row.size,
+                };
+                let mut d = json!({
+                    "registryId": ACCOUNT_ID,
+                    "repositoryName": name,
+                    "imageDigest": row.digest,
+                    "imageSizeInBytes": size,
+                    "imageManifestMediaType": row.media_type,
+                });
+                let tags = tags_of(reg, name, &row.digest)?;
+                if !tags.is_empty() {
+                    d["imageTags"] = json!(tags);
+                }
+                if let Some(a) = &row.artifact_type {
+                    d["artifactMediaType"] = json!(a);
+                }
+                details.push(d);
+            }
+            Ok(json!({ "imageDetails": details }))
+        }
+        "BatchGetImage" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let (mut images, mut failures) = (Vec::new(), Vec::new());
+            for id in image_ids(&i)? {
+                match resolve(reg, name, id)? {
+                    Some(row) => {
+                        let bytes = read_manifest(reg, &row.digest)?;
+                        let mut image_id = id.json();
+                        image_id["imageDigest"] = json!(row.digest);
+                        images.push(json!({
+                            "registryId": ACCOUNT_ID,
+                            "repositoryName": name,
+                            "imageId": image_id,
+                            "imageManifest": String::from_utf8_lossy(&bytes),
+                            "imageManifestMediaType": row.media_type,
+                        }));
+                    }
+                    None => failures.push(json!({
+                        "imageId": id.json(),
+                        "failureCode": "ImageNotFound",
+                        "failureReason": "Requested image not found",
+                    })),
+                }
+            }
+            Ok(json!({ "images": images, "failures": failures }))
+        }
+        "BatchDeleteImage" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+            for id in image_ids(&i)? {
+                let Some(row) = resolve(reg, name, id)? else {
+                    failures.push(json!({
+                        "imageId": id.json(),
+                        "failureCode": "ImageNotFound",
+                        "failureReason": "Requested image not found",
+                    }));
+                    continue;
+                };
+                let digest: lambox_image::Digest = row.digest.parse().map_err(internal)?;
+                let (repo, tag) = (name.to_string(), id.image_tag.clone());
+                // ECR: a tag alone removes the tag, and the image with its last tag; a digest
+                // removes the image and all its tags. Metadata only (see the crate docs).
+                reg.store()
+                    .with_db(move |db| {
+                        match &tag {
+                            Some(t) => {
+                                meta::delete_tag(db, &repo, t)?;
+                                let left: i64 = db.query_row(
+                                    "SELECT COUNT(*) FROM reg_tags WHERE repo = ?1 AND digest = ?2",
+                                    params![repo, digest.to_string()],
+                                    |r| r.get(0),
+                                )?;
+                                if left == 0 {
+                                    meta::delete_manifest(db, &repo, &digest)?;
+                                }
+                            }
+                            None => {
+                                meta::delete_manifest(db, &repo, &digest)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(internal)?;
+                let mut v = id.json();
+                v["imageDigest"] = json!(row.digest);
+                deleted.push(v);
+            }
+            Ok(json!({ "imageIds": deleted, "failures": failures }))
         }
         other => Err(EcrError(
             "UnknownOperationException",

@@ -6,6 +6,7 @@ use common::{fixture_image, Server};
 
 /// Run `aws ecr ARGS… --endpoint-url http://ADDR`; returns (success, stdout, stderr).
 async fn aws(s: &Server, args: &[&str]) -> (bool, String, String) {
+    // The aws CLI (v1 or v2) must be on PATH: `pip install awscli`.
     let out = tokio::process::Command::new("aws")
         .arg("ecr")
         .args(args)
@@ -19,7 +20,7 @@ async fn aws(s: &Server, args: &[&str]) -> (bool, String, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .expect("run aws");
+        .expect("cannot run the aws CLI (install it: pip install awscli)");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,12 +116,118 @@ async fn the_seed_workflows_ecr_commands() {
         serde_json::json!([{ "imageDigest": pushed.trim(), "imageTag": "latest" }])
     );
 
+    let v = aws_ok(&s, &["describe-images", "--repository-name", "hello-world"]).await;
+    let d = &v["imageDetails"][0];
+    assert_eq!(d["imageDigest"], pushed.trim());
+    assert_eq!(d["imageTags"], serde_json::json!(["latest"]));
+    assert_eq!(
+        d["imageManifestMediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let manifest = common::client()
+        .get(s.url(&format!("/v2/hello-world/manifests/{}", pushed.trim())))
+        .send()
+        .await
+        .expect("manifest")
+        .text()
+        .await
+        .expect("body");
+    let m: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    let layers: u64 = m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["size"].as_u64().expect("size"))
+        .sum();
+    assert_eq!(d["imageSizeInBytes"], layers);
+    aws_err(
+        &s,
+        &[
+            "describe-images",
+            "--repository-name",
+            "hello-world",
+            "--image-ids",
+            "imageTag=nope",
+        ],
+        "ImageNotFoundException",
+    )
+    .await;
+    let v = aws_ok(
+        &s,
+        &[
+            "batch-get-image",
+            "--repository-name",
+            "hello-world",
+            "--image-ids",
+            "imageTag=latest",
+            "imageTag=nope",
+        ],
+    )
+    .await;
+    assert_eq!(
+        v["images"][0]["imageManifest"], manifest,
+        "the manifest as pushed"
+    );
+    assert_eq!(v["images"][0]["imageId"]["imageDigest"], pushed.trim());
+    assert_eq!(v["failures"][0]["failureCode"], "ImageNotFound");
+
     aws_err(
         &s,
         &["delete-repository", "--repository-name", "hello-world"],
         "RepositoryNotEmptyException",
     )
     .await;
+    // A second tag, then delete by tag: the image stays until its last tag goes.
+    let put = common::client()
+        .put(s.url("/v2/hello-world/manifests/v2"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 201);
+    let v = aws_ok(
+        &s,
+        &[
+            "batch-delete-image",
+            "--repository-name",
+            "hello-world",
+            "--image-ids",
+            "imageTag=latest",
+        ],
+    )
+    .await;
+    assert_eq!(v["imageIds"][0]["imageDigest"], pushed.trim());
+    let v = aws_ok(&s, &["list-images", "--repository-name", "hello-world"]).await;
+    assert_eq!(
+        v["imageIds"],
+        serde_json::json!([{ "imageDigest": pushed.trim(), "imageTag": "v2" }])
+    );
+    aws_ok(
+        &s,
+        &[
+            "batch-delete-image",
+            "--repository-name",
+            "hello-world",
+            "--image-ids",
+            "imageTag=v2",
+        ],
+    )
+    .await;
+    let v = aws_ok(&s, &["list-images", "--repository-name", "hello-world"]).await;
+    assert_eq!(
+        v["imageIds"],
+        serde_json::json!([]),
+        "last tag gone: image gone"
+    );
+    let put = common::client()
+        .put(s.url("/v2/hello-world/manifests/latest"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 201);
     let v = aws_ok(
         &s,
         &[
