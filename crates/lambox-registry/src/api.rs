@@ -383,18 +383,17 @@ async fn finish(reg: &Registry, mut s: Session, expected: &Digest) -> ApiResult<
         s.discard().await;
         return Err(e);
     }
-    let store = reg.store().clone();
+    let reg2 = reg.clone();
     let (path, digest, size, repo) = (s.path.clone(), expected.clone(), s.size, s.repo.to_string());
-    let r = tokio::task::spawn_blocking(move || -> lambox_image::Result<()> {
-        // Shared: a garbage collection (exclusive) never sees a blob between its rename and
-        // its link.
-        let _guard = store.lock(false)?;
-        if store.has_blob(&digest) {
-            let _ = std::fs::remove_file(&path);
-        } else {
-            store.commit_synced_blob(&path, &digest)?;
-        }
-        store.with_db(|db| meta::link_blob(db, &repo, &digest, size))
+    let r = tokio::task::spawn_blocking(move || {
+        reg2.committing(|store| {
+            if store.has_blob(&digest) {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                store.commit_synced_blob(&path, &digest)?;
+            }
+            store.with_db(|db| meta::link_blob(db, &repo, &digest, size))
+        })
     })
     .await
     .map_err(ApiError::internal)?;
@@ -714,30 +713,31 @@ async fn put_manifest(
         Reference::Tag(t) => Some(t.clone()),
         Reference::Digest(_) => None,
     };
-    let store = reg.store().clone();
+    let reg2 = reg.clone();
     let (repo, d, mt, subj) = (
         name.to_string(),
         digest.clone(),
         media_type,
         subject.clone(),
     );
-    tokio::task::spawn_blocking(move || -> lambox_image::Result<()> {
-        let _guard = store.lock(false)?;
-        store.write_blob(&d, &bytes)?;
-        store.with_db(|db| {
-            meta::put_manifest(
-                db,
-                &NewManifest {
-                    repo: &repo,
-                    digest: &d,
-                    media_type: &mt,
-                    size: bytes.len() as u64,
-                    artifact_type: artifact_type.as_deref(),
-                    subject: subj.as_ref(),
-                    annotations,
-                    tag: tag.as_deref(),
-                },
-            )
+    tokio::task::spawn_blocking(move || {
+        reg2.committing(|store| {
+            store.write_blob(&d, &bytes)?;
+            store.with_db(|db| {
+                meta::put_manifest(
+                    db,
+                    &NewManifest {
+                        repo: &repo,
+                        digest: &d,
+                        media_type: &mt,
+                        size: bytes.len() as u64,
+                        artifact_type: artifact_type.as_deref(),
+                        subject: subj.as_ref(),
+                        annotations,
+                        tag: tag.as_deref(),
+                    },
+                )
+            })
         })
     })
     .await

@@ -58,6 +58,10 @@ struct Inner {
     store: Arc<Store>,
     uploads: upload::Uploads,
     config: RegistryConfig,
+    /// Serialises the registry's commits (rename into `blobs/` + link). The store lock is an
+    /// flock on one file description, shared by every thread of the process: had two commits
+    /// taken it at once, the first to finish would have released it for both.
+    commit: std::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -67,6 +71,7 @@ impl Registry {
                 store,
                 uploads: upload::Uploads::default(),
                 config,
+                commit: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -83,6 +88,17 @@ impl Registry {
             .route("/v2/", any(api::dispatch))
             .route("/v2/{*rest}", any(api::dispatch))
             .with_state(self.clone())
+    }
+
+    /// Run `f` holding the registry's commit lock and the store lock (shared), so a garbage
+    /// collection never sees a blob between its rename and its link.
+    pub(crate) fn committing<T>(
+        &self,
+        f: impl FnOnce(&Store) -> lambox_image::Result<T>,
+    ) -> lambox_image::Result<T> {
+        let _one = self.inner.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.inner.store.lock(false)?;
+        f(&self.inner.store)
     }
 
     /// Upload sessions in progress.
