@@ -6,7 +6,8 @@
 //! DATA/tmp/<pid>-<n>-<what> work in progress of a live process; anything of a dead one is stale
 //! DATA/locks/<hex>          flock(2) per digest while it is being fetched or unpacked
 //! DATA/lock                 flock(2): shared while importing, exclusive while collecting garbage
-//! DATA/lambox.db            SQLite: images, names, layer sizes
+//! DATA/lambox.db            SQLite: images, names, layer sizes; the registry's repositories,
+//!                           blob links, manifests and tags (`reg_*` tables, lambox-registry)
 //! ```
 //!
 //! Invariants: a path under `blobs/` or `layers/` exists only once its content was verified
@@ -113,6 +114,21 @@ pub struct DigestLock {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The registry's tables (lambox-registry owns their contents). They live in the store's
+/// database so that garbage collection sees every blob a repository refers to: a blob linked
+/// into a repository (`reg_blobs`) or stored as a manifest (`reg_manifests`) is live.
+const REGISTRY_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS reg_repos (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS reg_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest));
+    CREATE TABLE IF NOT EXISTS reg_manifests (repo TEXT NOT NULL, digest TEXT NOT NULL,
+        media_type TEXT NOT NULL, size INTEGER NOT NULL, artifact_type TEXT, subject TEXT,
+        annotations TEXT, pushed_at INTEGER NOT NULL, PRIMARY KEY (repo, digest));
+    CREATE INDEX IF NOT EXISTS reg_manifests_subject ON reg_manifests (repo, subject);
+    CREATE TABLE IF NOT EXISTS reg_tags (repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (repo, tag));
+";
+
 impl Store {
     /// The default data directory: `$LAMBOX_DATA_DIR` is handled by the CLI; this is
     /// `/var/lib/lambox` for root, else `$XDG_DATA_HOME/lambox` or `~/.local/share/lambox`.
@@ -169,6 +185,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS layers (diff_id TEXT PRIMARY KEY, uncompressed_size INTEGER NOT NULL);",
         )
         .map_err(db_err)?;
+        db.execute_batch(REGISTRY_SCHEMA).map_err(db_err)?;
         drop(open_lock);
         let store = Store {
             root: root.to_path_buf(),
@@ -196,6 +213,13 @@ impl Store {
             path: self.root.join("lambox.db"),
             source,
         }
+    }
+
+    /// Run `f` on the store's database connection (one at a time). For crates that keep their
+    /// own tables in the store's database (lambox-registry's `reg_*` tables).
+    pub fn with_db<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut db = self.db();
+        f(&mut db).map_err(|e| self.db_err(e))
     }
 
     /// Take the store lock shared (importing) or exclusive (garbage collection).
@@ -458,6 +482,9 @@ impl Store {
         let images = self.images()?;
         let mut live_blobs = std::collections::HashSet::new();
         let mut live_layers = std::collections::HashSet::new();
+        for digest in self.registry_blobs()? {
+            live_blobs.insert(digest);
+        }
         for e in &images {
             live_blobs.insert(e.image.digest.hex());
             live_blobs.insert(e.image.config_digest.hex());
@@ -495,6 +522,17 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
         }
         Ok(stats)
+    }
+
+    /// Hex digests of every blob the registry refers to (linked blobs and manifests).
+    fn registry_blobs(&self) -> Result<Vec<String>> {
+        self.with_db(|db| {
+            let mut stmt =
+                db.prepare("SELECT digest FROM reg_blobs UNION SELECT digest FROM reg_manifests")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|r| r.map(|d| d.strip_prefix("sha256:").unwrap_or(&d).to_string()))
+                .collect()
+        })
     }
 
     /// Remove `tmp/` entries whose owning process is gone. Returns how many were removed.
@@ -615,6 +653,32 @@ mod tests {
         let stats = store.gc().expect("gc");
         assert_eq!(stats.blobs, 1);
         assert!(store.has_blob(&Digest::of(b"blob")));
+        assert!(!store.has_blob(&Digest::of(b"orphan")));
+    }
+
+    #[test]
+    fn gc_keeps_blobs_the_registry_refers_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for b in [&b"linked"[..], b"manifest", b"orphan"] {
+            store.write_blob(&Digest::of(b), b).expect("write");
+        }
+        store
+            .with_db(|db| {
+                db.execute(
+                    "INSERT INTO reg_blobs (repo, digest, size) VALUES ('a/b', ?1, 6)",
+                    params![Digest::of(b"linked").to_string()],
+                )?;
+                db.execute(
+                    "INSERT INTO reg_manifests (repo, digest, media_type, size, pushed_at)
+                     VALUES ('a/b', ?1, 'x', 8, 0)",
+                    params![Digest::of(b"manifest").to_string()],
+                )
+            })
+            .expect("link");
+        assert_eq!(store.gc().expect("gc").blobs, 1);
+        assert!(store.has_blob(&Digest::of(b"linked")));
+        assert!(store.has_blob(&Digest::of(b"manifest")));
         assert!(!store.has_blob(&Digest::of(b"orphan")));
     }
 

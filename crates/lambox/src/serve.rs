@@ -186,6 +186,7 @@ pub fn serve(
         account_concurrency: settings.account_concurrency,
     };
 
+    let registry_store = store.clone();
     let served = runtime.block_on(async move {
         let lambda = Lambda::new(config, state, images, scheduler);
         let resumed = lambda.resume_events()?;
@@ -196,14 +197,24 @@ pub fn serve(
             .await
             .with_context(|| format!("listen on {}", settings.listen))?;
         eprintln!(
-            "lambox: Lambda API on http://{} (account {}, region {}, data {}); requests are not authenticated: any credentials are accepted",
+            "lambox: Lambda API, registry (/v2/) and ECR API on http://{} (account {}, region {}, data {}); requests are not authenticated: any credentials are accepted",
             settings.listen,
             settings.account_id,
             settings.region,
             settings.data_dir.display()
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, lambox_api::router(lambda.clone()))
+        // One port: the Lambda API, the registry's `/v2/` API and the ECR JSON API (`POST /`
+        // with `X-Amz-Target`); none of the three routers has a fallback, so they merge.
+        let registry = lambox_registry::Registry::new(
+            registry_store,
+            lambox_registry::RegistryConfig::default(),
+        );
+        registry.spawn_upload_reaper();
+        let app = lambox_api::router(lambda.clone())
+            .merge(registry.router())
+            .merge(lambox_registry::ecr::router(&registry));
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 let _ = stop_tx.send(());

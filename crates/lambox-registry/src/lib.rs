@@ -1,0 +1,133 @@
+//! lambox's registry: the OCI Distribution API (Docker Registry HTTP API v2) over lambox's
+//! image store.
+//!
+//! [`Registry::router`] is an axum `Router` for everything under `/v2/`; it is meant to be
+//! merged into `lambox serve`'s router next to the Lambda API. Blobs are the store's blobs
+//! (`DATA/blobs/sha256/<hex>`), so an image pushed here is in the store already; which blobs
+//! a repository can see, its manifests and its tags are rows in the store's database
+//! (see [`meta`]). Manifests are stored byte for byte as pushed and served with the media
+//! type they were pushed with.
+//!
+//! Uploads are hashed while they stream into `DATA/tmp/` and renamed into `blobs/` only when
+//! the digest the client names matches (see [`upload`]). Deleting blobs, manifests and tags
+//! removes metadata only: the bytes stay until garbage collection of blobs no repository,
+//! image or function refers to, a later step (`lambox prune` already keeps every blob the
+//! registry refers to).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::any;
+use axum::Router;
+
+use lambox_image::store::Store;
+
+mod api;
+pub mod ecr;
+pub mod error;
+pub mod meta;
+pub mod source;
+pub mod upload;
+pub mod wire;
+
+pub use error::{ApiError, Code};
+
+/// How the registry behaves.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// An upload session idle this long is removed with its bytes.
+    pub upload_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            upload_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The registry's state: the store and the upload sessions. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<Store>,
+    uploads: upload::Uploads,
+    config: RegistryConfig,
+    /// Serialises the registry's commits (rename into `blobs/` + link). The store lock is an
+    /// flock on one file description, shared by every thread of the process: had two commits
+    /// taken it at once, the first to finish would have released it for both.
+    commit: std::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<Store>, config: RegistryConfig) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                store,
+                uploads: upload::Uploads::default(),
+                config,
+                commit: std::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The `/v2/` API. Routes: `/v2`, `/v2/` and `/v2/{*rest}` (repository names contain
+    /// slashes, so the rest of the path is parsed by [`wire::Route::parse`]).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v2", any(api::dispatch))
+            .route("/v2/", any(api::dispatch))
+            .route("/v2/{*rest}", any(api::dispatch))
+            .with_state(self.clone())
+    }
+
+    /// Run `f` holding the registry's commit lock and the store lock (shared), so a garbage
+    /// collection never sees a blob between its rename and its link.
+    pub(crate) fn committing<T>(
+        &self,
+        f: impl FnOnce(&Store) -> lambox_image::Result<T>,
+    ) -> lambox_image::Result<T> {
+        let _one = self.inner.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.inner.store.lock(false)?;
+        f(&self.inner.store)
+    }
+
+    /// Upload sessions in progress.
+    pub fn upload_count(&self) -> usize {
+        self.inner.uploads.len()
+    }
+
+    /// Remove upload sessions idle for longer than the configured timeout, with their files.
+    pub async fn expire_uploads(&self) -> usize {
+        self.inner
+            .uploads
+            .expire(self.inner.config.upload_timeout)
+            .await
+    }
+
+    /// Run [`Registry::expire_uploads`] every `timeout / 4` (at least every second) until the
+    /// runtime shuts down.
+    pub fn spawn_upload_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let reg = self.clone();
+        let period = (self.inner.config.upload_timeout / 4).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let n = reg.expire_uploads().await;
+                if n > 0 {
+                    tracing::info!("registry: removed {n} abandoned upload(s)");
+                }
+            }
+        })
+    }
+}
