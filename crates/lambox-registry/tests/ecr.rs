@@ -1,4 +1,5 @@
-//! ECR's control API with the real aws CLI (v1), on the same port as the /v2/ API.
+//! ECR's control API with the real aws CLI (v1, `python3 -m awscli` from the fixture cache's
+//! `pip/aws`, installed by scripts/build-fixtures.sh), on the same port as the /v2/ API.
 
 mod common;
 
@@ -6,9 +7,15 @@ use common::{fixture_image, Server};
 
 /// Run `aws ecr ARGS… --endpoint-url http://ADDR`; returns (success, stdout, stderr).
 async fn aws(s: &Server, args: &[&str]) -> (bool, String, String) {
-    // The aws CLI (v1 or v2) must be on PATH: `pip install awscli`.
-    let out = tokio::process::Command::new("aws")
-        .arg("ecr")
+    let pythonpath = fixture_image("busybox").join("../../pip/aws");
+    assert!(
+        pythonpath.join("awscli").is_dir(),
+        "{} has no awscli (scripts/build-fixtures.sh installs it)",
+        pythonpath.display()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "awscli", "ecr"])
+        .env("PYTHONPATH", pythonpath)
         .args(args)
         .args(["--endpoint-url", &s.url(""), "--output", "json"])
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -20,7 +27,7 @@ async fn aws(s: &Server, args: &[&str]) -> (bool, String, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .expect("cannot run the aws CLI (install it: pip install awscli)");
+        .expect("cannot run python3 -m awscli");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
