@@ -28,4 +28,4 @@ pub use images::{ImageFailure, ImageResolver, ResolvedImage, StoreImages};
 pub use router::router;
 pub use scheduler::{LauncherFactory, Scheduler};
 pub use service::{Lambda, ServiceConfig};
-pub use state::State;
+pub use state::{EventSummary, State};

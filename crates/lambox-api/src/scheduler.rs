@@ -52,6 +52,7 @@ pub struct Scheduler {
     account_id: String,
     region: String,
     account_limit: usize,
+    idle_timeout: Option<std::time::Duration>,
     unreserved_in_flight: Arc<AtomicUsize>,
     per_function: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     pools: Mutex<HashMap<(String, String), PoolEntry>>,
@@ -85,10 +86,18 @@ impl Scheduler {
             account_id,
             region,
             account_limit,
+            idle_timeout: None,
             unreserved_in_flight: Arc::new(AtomicUsize::new(0)),
             per_function: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Environments idle this long are torn down (the next invoke cold-starts); `None`: kept
+    /// until the pool goes. Applies to pools built afterwards.
+    pub fn with_idle_timeout(mut self, idle_timeout: Option<std::time::Duration>) -> Scheduler {
+        self.idle_timeout = idle_timeout;
+        self
     }
 
     /// The account's concurrency limit.
@@ -188,6 +197,7 @@ impl Scheduler {
         let options = PoolOptions {
             concurrency: self.account_limit.max(1),
             queue_capacity: self.account_limit.max(1),
+            idle_timeout: self.idle_timeout,
             ..PoolOptions::default()
         };
         let pool = Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options)

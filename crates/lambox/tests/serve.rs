@@ -851,3 +851,192 @@ fn events_accepted_before_a_kill_9_run_after_restart() {
     assert_eq!(event_statuses(&data), ["succeeded"]);
     server.stop();
 }
+
+/// `lambox events FUNCTION --json` for `data`.
+fn events_json(data: &DataDir, function: &str, failed: bool) -> Vec<Value> {
+    let mut cmd = data.lambox();
+    cmd.args(["events", function, "--json"]);
+    if failed {
+        cmd.arg("--failed");
+    }
+    let out = common::run_ok(&mut cmd);
+    serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Waits until `function`'s newest event is no longer pending; returns it.
+fn wait_event_done(data: &DataDir, server: &Server, function: &str, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = events_json(data, function, false);
+        if all.len() == count && all[count - 1]["Status"] != "pending" {
+            return all[count - 1].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event {count} of {function} still pending: {all:?}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn starts(server: &Server) -> usize {
+    server.log_text().matches("START RequestId").count()
+}
+
+#[test]
+fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_failed() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    // Lambda's 1 and 2 minute retry delays (and event ages) × 0.05: 3 s and 6 s.
+    let scale = ["--async-retry-delay-scale", "0.05"];
+    let server = Server::start(&data, &scale);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let image = registry.reference("fn/echo:v1");
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "echo",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+    ]);
+    wait_active(&aws, "echo");
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    let event = |aws: &Aws, payload: &str| {
+        let r = aws.ok(&[
+            "invoke",
+            "--function-name",
+            "echo",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            payload,
+            out,
+        ]);
+        assert_eq!(r["StatusCode"], 202);
+    };
+
+    // MaximumRetryAttempts 1: an event that always fails runs twice, then is kept as failed
+    // with the function's error.
+    aws.ok(&[
+        "put-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--maximum-retry-attempts",
+        "1",
+    ]);
+    event(&aws, r#"{"error":"boom one"}"#);
+    let e = wait_event_done(&data, &server, "echo", 1);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 2, "{e}");
+    assert!(
+        e["Error"].as_str().unwrap_or("").contains("boom one"),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 2, "{}", server.log_text());
+
+    // A success runs once.
+    event(&aws, r#"{"ok":1}"#);
+    let e = wait_event_done(&data, &server, "echo", 2);
+    assert_eq!(
+        (&e["Status"], &e["Attempts"]),
+        (&"succeeded".into(), &1.into()),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 3);
+
+    // MaximumEventAgeInSeconds 60 (3 s here): the retry, due 3 s after the failure, finds the
+    // event too old, so it fails after one run.
+    aws.ok(&[
+        "update-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--maximum-retry-attempts",
+        "2",
+        "--maximum-event-age-in-seconds",
+        "60",
+    ]);
+    event(&aws, r#"{"error":"boom old"}"#);
+    let e = wait_event_done(&data, &server, "echo", 3);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 1, "{e}");
+    assert!(
+        e["Error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EventAgeExceeded"),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 4);
+
+    // No config: Lambda's default, 2 retries. Killed (-9) while the first retry is due, the
+    // event keeps its attempt count and runs its remaining retries after the restart.
+    aws.ok(&[
+        "delete-function-event-invoke-config",
+        "--function-name",
+        "echo",
+    ]);
+    event(&aws, r#"{"error":"boom default"}"#);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = events_json(&data, "echo", false);
+        if all.len() == 4 && all[3]["Attempts"] == 1 {
+            assert_eq!(all[3]["Status"], "pending", "{all:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{all:?}\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut server = server;
+    let mut child = server.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut server = Server::start(&data, &scale);
+    let e = wait_event_done(&data, &server, "echo", 4);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 3, "{e}");
+    assert!(server.log_text().contains("resuming events"));
+    // The restarted server ran the remaining two attempts and nothing else.
+    assert_eq!(starts(&server), 2, "{}", server.log_text());
+
+    // `lambox events --failed`: the three failed events, oldest first; a table without --json.
+    let failed = events_json(&data, "echo", true);
+    let errors: Vec<_> = failed
+        .iter()
+        .map(|e| {
+            (
+                e["Attempts"].as_u64().unwrap_or(0),
+                e["Payload"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, r#"{"error":"boom one"}"#.to_owned()),
+            (1, r#"{"error":"boom old"}"#.to_owned()),
+            (3, r#"{"error":"boom default"}"#.to_owned()),
+        ]
+    );
+    let table = common::run_ok(data.lambox().args(["events", "echo", "--failed"]));
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.lines().all(|l| !l.contains("succeeded")), "{table}");
+    let missing = data
+        .lambox()
+        .args(["events", "nope"])
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("function nope not found"));
+    assert!(server.stop().success());
+}
