@@ -1040,3 +1040,31 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     assert!(String::from_utf8_lossy(&missing.stderr).contains("function nope not found"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn idle_environments_are_reaped_after_the_idle_timeout() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &["--idle-timeout", "3"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    // One boto3 process, so the invokes are back to back: cold, warm, then after 6 s idle
+    // (past the 3 s timeout) cold again. Cold = `Init Duration` in the REPORT line.
+    let script = r#"
+import base64, sys, time, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="echo", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
+lam.get_waiter("function_active_v2").wait(FunctionName="echo", WaiterConfig={"Delay": 1})
+def cold():
+    r = lam.invoke(FunctionName="echo", Payload=b"{}", LogType="Tail")
+    return "Init Duration" in base64.b64decode(r["LogResult"]).decode()
+seen = [cold(), cold()]
+time.sleep(6)
+seen.append(cold())
+assert seen == [True, False, True], seen
+print("OK")
+"#;
+    run_boto3(&mut server, &registry, work.path(), script);
+    assert!(server.stop().success());
+}
