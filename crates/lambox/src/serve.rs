@@ -185,7 +185,12 @@ pub fn serve(
             .with_context(|| format!("open data directory {}", settings.data_dir.display()))?,
     );
     let state = State::open(&settings.data_dir)?;
-    let images = Arc::new(StoreImages::new(store.clone(), max_image_size));
+    let images = Arc::new(
+        StoreImages::new(store.clone(), max_image_size).with_local_registry(
+            Arc::new(OwnRegistry(store.clone())),
+            own_hosts(settings.listen),
+        ),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -281,6 +286,43 @@ pub fn serve(
     served?;
     eprintln!("lambox: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry mounted on serve's port, for function images: ECR URIs and URIs naming
+/// lambox's own address take the pushed image from the store (no HTTP to itself, no copy).
+#[derive(Debug)]
+struct OwnRegistry(Arc<Store>);
+
+impl lambox_api::LocalRegistry for OwnRegistry {
+    fn has_repository(&self, repo: &str) -> bool {
+        self.0
+            .with_db(|db| lambox_registry::meta::repo_exists(db, repo))
+            .unwrap_or(false)
+    }
+
+    fn open(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> std::result::Result<Box<dyn lambox_image::source::BlobSource>, lambox_image::Error> {
+        let image = lambox_registry::source::PushedImage::open(self.0.clone(), repo, reference)?;
+        Ok(Box::new(image))
+    }
+}
+
+/// `host:port` spellings of the listen address that clients use in image URIs.
+fn own_hosts(listen: SocketAddr) -> Vec<String> {
+    let port = listen.port();
+    let mut hosts = Vec::new();
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        hosts.push(format!("127.0.0.1:{port}"));
+        hosts.push(format!("localhost:{port}"));
+    }
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.to_string());
+    }
+    hosts.dedup();
+    hosts
 }
 
 #[derive(Debug, Args)]

@@ -1068,3 +1068,138 @@ print("OK")
     run_boto3(&mut server, &registry, work.path(), script);
     assert!(server.stop().success());
 }
+
+/// `skopeo copy` of fixture image NAME to `lambox serve`'s own `/v2/`; returns the digest.
+fn skopeo_push(server: &Server, name: &str, repo_tag: &str, dir: &Path) -> String {
+    let digest_file = dir.join("digest");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+        .arg(&digest_file)
+        .arg(common::oci_ref(name))
+        .arg(format!("docker://{}/{repo_tag}", server.addr))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo push {name}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    std::fs::read_to_string(digest_file)
+        .expect("digest file")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code() {
+    let data = DataDir::new();
+    let server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let ecr = python(work.path())
+        .args([
+            "-m",
+            "awscli",
+            "ecr",
+            "create-repository",
+            "--repository-name",
+            "fn/echo",
+        ])
+        .args(["--endpoint-url", &server.endpoint(), "--output", "json"])
+        .output()
+        .expect("aws ecr");
+    assert!(
+        ecr.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ecr.stderr)
+    );
+    let v1 = skopeo_push(&server, "rust-echo", "fn/echo:v1", work.path());
+
+    // An image URI written for AWS, and one naming lambox's own address.
+    let ecr_uri = "000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo:v1";
+    let own_uri = format!("{}/fn/echo:v1", server.addr);
+    for (name, uri) in [("ecr", ecr_uri), ("own", own_uri.as_str())] {
+        aws.ok(&[
+            "create-function",
+            "--function-name",
+            name,
+            "--package-type",
+            "Image",
+            "--code",
+            &format!("ImageUri={uri}"),
+            "--role",
+            "arn:aws:iam::000000000000:role/x",
+        ]);
+        let c = wait_active(&aws, name);
+        assert_eq!(c["CodeSha256"], v1.trim_start_matches("sha256:"), "{c}");
+    }
+    let f = aws.ok(&["get-function", "--function-name", "ecr"]);
+    assert_eq!(f["Code"]["ImageUri"], ecr_uri);
+    assert_eq!(
+        f["Code"]["ResolvedImageUri"],
+        format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo@{v1}")
+    );
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    let invoke = |name: &str| {
+        let r = aws.ok(&[
+            "invoke",
+            "--function-name",
+            name,
+            "--payload",
+            r#"{"hi":1}"#,
+            out,
+        ]);
+        assert_eq!(r["StatusCode"], 200, "{r}");
+        std::fs::read_to_string(out).expect("out")
+    };
+    assert_eq!(invoke("ecr"), r#"{"hi":1}"#);
+    assert_eq!(invoke("own"), r#"{"hi":1}"#);
+
+    // A digest reference works too.
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "bydigest",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri=000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo@{v1}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+    ]);
+    wait_active(&aws, "bydigest");
+    assert_eq!(invoke("bydigest"), r#"{"hi":1}"#);
+
+    // Another image pushed to the same tag changes nothing until UpdateFunctionCode.
+    let v2 = skopeo_push(&server, "hello-python", "fn/echo:v1", work.path());
+    assert_ne!(v1, v2);
+    let c = aws.ok(&["get-function-configuration", "--function-name", "ecr"]);
+    assert_eq!(c["CodeSha256"], v1.trim_start_matches("sha256:"));
+    assert_eq!(invoke("ecr"), r#"{"hi":1}"#);
+    aws.ok(&[
+        "update-function-code",
+        "--function-name",
+        "ecr",
+        "--image-uri",
+        ecr_uri,
+    ]);
+    let c = wait_active(&aws, "ecr");
+    assert_eq!(c["CodeSha256"], v2.trim_start_matches("sha256:"), "{c}");
+    let own = aws.ok(&["get-function-configuration", "--function-name", "own"]);
+    assert_eq!(own["CodeSha256"], v1.trim_start_matches("sha256:"));
+    // Every resolution (ecr, own, bydigest, the update) took the store path, not HTTP.
+    assert_eq!(
+        server
+            .log_text()
+            .matches("image from lambox's own registry")
+            .count(),
+        4,
+        "{}",
+        server.log_text()
+    );
+}
