@@ -20,7 +20,9 @@ use lambox_runtime::wire::{self, invoke_header as h};
 use lambox_runtime::{InvokeError, InvokeRequest, ResponseBody};
 
 use crate::error::{self, ApiError};
+use crate::images::ImageFailure;
 use crate::names::{FunctionRef, Qualifier};
+use crate::scheduler::PoolError;
 use crate::service::{Lambda, Target};
 use crate::state::StoredEvent;
 
@@ -90,9 +92,40 @@ impl Lambda {
         }
         let this = self.clone();
         let t = target.clone();
-        tokio::task::spawn_blocking(move || this.scheduler.pool(&t.record, &t.version))
+        let built = tokio::task::spawn_blocking(move || this.scheduler.pool(&t.record, &t.version))
             .await
-            .map_err(|e| error::service(&format!("scheduling failed: {e}")))?
+            .map_err(|e| error::service(&format!("scheduling failed: {e}")))?;
+        match built {
+            Ok(pool) => Ok(pool),
+            Err(PoolError::Other(e)) => Err(e),
+            Err(PoolError::Image(f)) => {
+                // As Lambda when a function's image is deleted: the function turns Failed
+                // (StateReasonCode ImageDeleted), and invokes are refused as for any Failed one.
+                tracing::warn!(function = %target.record.configuration.function_name, version = %target.version, code = f.code, reason = %f.reason, "function image gone; function failed");
+                self.mark_image_failed(target, &f)?;
+                Err(not_ready("Failed"))
+            }
+        }
+    }
+
+    fn mark_image_failed(&self, target: &Target, f: &ImageFailure) -> Result<(), ApiError> {
+        let mut rec = target.record.clone();
+        let c = &mut rec.configuration;
+        let expected = c.revision_id.clone();
+        c.state = "Failed".to_owned();
+        c.state_reason = Some(format!(
+            "The function's image {} is no longer in lambox's store: {}",
+            rec.resolved_image_uri.as_deref().unwrap_or(&rec.image_uri),
+            f.reason
+        ));
+        c.state_reason_code = Some(f.code.to_owned());
+        c.revision_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let name = c.function_name.clone();
+        match target.version.parse::<u64>() {
+            Ok(n) => self.state.put_version(&name, n, &rec)?,
+            Err(_) => self.state.replace_latest_if(&expected, &rec)?,
+        };
+        Ok(())
     }
 
     async fn accept_event(

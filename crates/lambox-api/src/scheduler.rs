@@ -22,6 +22,14 @@ use crate::error::{self, ApiError, ThrottleReason};
 use crate::images::{ImageResolver, ResolvedImage};
 use crate::model::VersionRecord;
 
+/// Why a version's pool could not be built.
+#[derive(Debug)]
+pub enum PoolError {
+    /// The version's pinned image cannot be loaded from the store (removed under it).
+    Image(crate::images::ImageFailure),
+    Other(ApiError),
+}
+
 /// Builds the launcher for an image's layers (the sandbox in `lambox serve`).
 pub type LauncherFactory = Arc<dyn Fn(&ResolvedImage) -> Arc<dyn Launcher> + Send + Sync>;
 
@@ -150,7 +158,7 @@ impl Scheduler {
 
     /// The pool for `record` (version label `version`), built or rebuilt as needed. Blocking
     /// (it may read the image config): call from `spawn_blocking`.
-    pub fn pool(&self, record: &VersionRecord, version: &str) -> Result<Pool, ApiError> {
+    pub fn pool(&self, record: &VersionRecord, version: &str) -> Result<Pool, PoolError> {
         let c = &record.configuration;
         let key = (c.function_name.clone(), version.to_owned());
         if let Some(e) = lock(&self.pools).get(&key) {
@@ -158,9 +166,7 @@ impl Scheduler {
                 return Ok(e.pool.clone());
             }
         }
-        let image = self.images.load(&c.code_sha256).map_err(|f| {
-            error::service(&format!("function {} image: {}", c.function_name, f.reason))
-        })?;
+        let image = self.images.load(&c.code_sha256).map_err(PoolError::Image)?;
         let ic = &record.image_config;
         let image_config = lambox_runtime::ImageConfig {
             entrypoint: ic
@@ -200,8 +206,13 @@ impl Scheduler {
             idle_timeout: self.idle_timeout,
             ..PoolOptions::default()
         };
-        let pool = Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options)
-            .map_err(|e| error::service(&format!("function {}: {e}", c.function_name)))?;
+        let pool =
+            Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options).map_err(|e| {
+                PoolError::Other(error::service(&format!(
+                    "function {}: {e}",
+                    c.function_name
+                )))
+            })?;
         let old = lock(&self.pools).insert(
             key,
             PoolEntry {

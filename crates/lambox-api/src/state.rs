@@ -208,6 +208,24 @@ impl State {
         Ok(n == 1)
     }
 
+    /// Replaces published version `version` of `name` (its state changes, e.g. image gone);
+    /// false if it is gone.
+    pub fn put_version(
+        &self,
+        name: &str,
+        version: u64,
+        record: &VersionRecord,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE versions SET record = ?3 WHERE name = ?1 AND version = ?2",
+                params![name, version as i64, Self::encode(record)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
     /// Replaces `$LATEST` only if its RevisionId is still `expected` (compare-and-set);
     /// false otherwise.
     pub fn replace_latest_if(

@@ -1203,3 +1203,77 @@ fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code
         server.log_text()
     );
 }
+
+#[test]
+fn a_function_whose_image_left_the_store_turns_failed_with_image_deleted() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let image = registry.reference("fn/echo:v1");
+    let digest = {
+        let aws = Aws {
+            server: &server,
+            dir: work.path().to_owned(),
+        };
+        aws.ok(&[
+            "create-function",
+            "--function-name",
+            "echo",
+            "--package-type",
+            "Image",
+            "--code",
+            &format!("ImageUri={image}"),
+            "--role",
+            "arn:aws:iam::000000000000:role/x",
+            "--publish",
+        ]);
+        let c = wait_active(&aws, "echo");
+        c["CodeSha256"].as_str().expect("CodeSha256").to_owned()
+    };
+    assert!(server.stop().success());
+    common::run_ok(data.lambox().args(["rmi", &format!("sha256:{digest}")]));
+
+    let server = Server::start(&data, &[]);
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    for q in ["$LATEST", "1"] {
+        let e = aws.fails(&["invoke", "--function-name", "echo", "--qualifier", q, out]);
+        assert!(
+            e.contains("ResourceConflictException") && e.contains("Failed"),
+            "{q}: {e}"
+        );
+        let c = aws.ok(&[
+            "get-function-configuration",
+            "--function-name",
+            "echo",
+            "--qualifier",
+            q,
+        ]);
+        assert_eq!(c["State"], "Failed", "{q}: {c}");
+        assert_eq!(c["StateReasonCode"], "ImageDeleted", "{q}: {c}");
+        assert!(
+            c["StateReason"].as_str().unwrap_or("").contains("fn/echo"),
+            "{c}"
+        );
+    }
+    assert!(!server.log_text().contains("ServiceException"));
+
+    // UpdateFunctionCode brings the image back: $LATEST is Active again and runs.
+    aws.ok(&[
+        "update-function-code",
+        "--function-name",
+        "echo",
+        "--image-uri",
+        &image,
+    ]);
+    let c = wait_active(&aws, "echo");
+    assert_eq!(c["State"], "Active");
+    let r = aws.ok(&["invoke", "--function-name", "echo", "--payload", "{}", out]);
+    assert_eq!(r["StatusCode"], 200, "{r}");
+}
