@@ -165,6 +165,10 @@ impl Lambda {
             id: uuid::Uuid::new_v4().hyphenated().to_string(),
             name: r.name.clone(),
             qualifier: target.version.clone(),
+            config_qualifier: match &r.qualifier {
+                Some(Qualifier::Alias(a)) => a.clone(),
+                _ => target.version.clone(),
+            },
             payload: payload.to_vec(),
             received_ms: now_ms(),
             attempts: 0,
@@ -213,7 +217,7 @@ impl Lambda {
                 let guard = this.background();
                 let config = this
                     .state
-                    .event_invoke_config(&event.name, &event.qualifier)
+                    .event_invoke_config(&event.name, &event.config_qualifier)
                     .ok()
                     .flatten();
                 let max_age = this.scaled(Duration::from_secs(

@@ -51,8 +51,10 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         PRIMARY KEY (name, qualifier)
      );",
-    // 3: async retries: when the next attempt is due, the last error, when the event ended.
+    // 3: async retries: when the next attempt is due, the last error, when the event ended,
+    // and the qualifier whose event invoke config applies (the alias it was invoked through).
     "ALTER TABLE events ADD COLUMN next_attempt_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE events ADD COLUMN config_qualifier TEXT;
      ALTER TABLE events ADD COLUMN error TEXT;
      ALTER TABLE events ADD COLUMN finished_ms INTEGER;",
 ];
@@ -64,6 +66,8 @@ pub struct StoredEvent {
     pub name: String,
     pub qualifier: String,
     pub payload: Vec<u8>,
+    /// Whose event invoke config applies: the alias the event was sent to, else `qualifier`.
+    pub config_qualifier: String,
     /// When lambox accepted it (ms since the epoch).
     pub received_ms: u64,
     /// Runs that ended (each failed, or the event would not be pending).
@@ -554,14 +558,15 @@ impl State {
     pub fn insert_event(&self, event: &StoredEvent) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT INTO events (id, name, qualifier, payload, received_ms, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
+                 config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
                 params![
                     event.id,
                     event.name,
                     event.qualifier,
                     event.payload,
-                    event.received_ms as i64
+                    event.received_ms as i64,
+                    event.config_qualifier
                 ],
             )
             .map_err(|e| self.db_err(e))?;
@@ -644,8 +649,8 @@ impl State {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, name, qualifier, payload, received_ms, attempts, next_attempt_ms
-                 FROM events WHERE status = 'pending' ORDER BY received_ms",
+                "SELECT id, name, qualifier, payload, received_ms, attempts, next_attempt_ms,
+                 COALESCE(config_qualifier, qualifier) FROM events WHERE status = 'pending' ORDER BY received_ms",
             )
             .map_err(|e| self.db_err(e))?;
         let rows = stmt
@@ -658,6 +663,7 @@ impl State {
                     received_ms: r.get::<_, i64>(4)? as u64,
                     attempts: r.get(5)?,
                     next_attempt_ms: r.get::<_, i64>(6)? as u64,
+                    config_qualifier: r.get(7)?,
                 })
             })
             .map_err(|e| self.db_err(e))?

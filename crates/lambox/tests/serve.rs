@@ -945,15 +945,53 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     );
     assert_eq!(starts(&server), 2, "{}", server.log_text());
 
+    // Sent through an alias, the alias's config applies (MaximumRetryAttempts 0: one run).
+    aws.ok(&[
+        "create-alias",
+        "--function-name",
+        "echo",
+        "--name",
+        "live",
+        "--function-version",
+        "$LATEST",
+    ]);
+    aws.ok(&[
+        "put-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--qualifier",
+        "live",
+        "--maximum-retry-attempts",
+        "0",
+    ]);
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo:live",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        r#"{"error":"boom alias"}"#,
+        out,
+    ]);
+    assert_eq!(r["StatusCode"], 202);
+    let e = wait_event_done(&data, &server, "echo", 2);
+    assert_eq!(
+        (&e["Status"], &e["Attempts"]),
+        (&"failed".into(), &1.into()),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 3);
+
     // A success runs once.
     event(&aws, r#"{"ok":1}"#);
-    let e = wait_event_done(&data, &server, "echo", 2);
+    let e = wait_event_done(&data, &server, "echo", 3);
     assert_eq!(
         (&e["Status"], &e["Attempts"]),
         (&"succeeded".into(), &1.into()),
         "{e}"
     );
-    assert_eq!(starts(&server), 3);
+    assert_eq!(starts(&server), 4);
 
     // MaximumEventAgeInSeconds 60 (3 s here): the retry, due 3 s after the failure, finds the
     // event too old, so it fails after one run.
@@ -967,7 +1005,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
         "60",
     ]);
     event(&aws, r#"{"error":"boom old"}"#);
-    let e = wait_event_done(&data, &server, "echo", 3);
+    let e = wait_event_done(&data, &server, "echo", 4);
     assert_eq!(e["Status"], "failed", "{e}");
     assert_eq!(e["Attempts"], 1, "{e}");
     assert!(
@@ -977,7 +1015,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
             .contains("EventAgeExceeded"),
         "{e}"
     );
-    assert_eq!(starts(&server), 4);
+    assert_eq!(starts(&server), 5);
 
     // No config: Lambda's default, 2 retries. Killed (-9) while the first retry is due, the
     // event keeps its attempt count and runs its remaining retries after the restart.
@@ -990,8 +1028,8 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all = events_json(&data, "echo", false);
-        if all.len() == 4 && all[3]["Attempts"] == 1 {
-            assert_eq!(all[3]["Status"], "pending", "{all:?}");
+        if all.len() == 5 && all[4]["Attempts"] == 1 {
+            assert_eq!(all[4]["Status"], "pending", "{all:?}");
             break;
         }
         assert!(Instant::now() < deadline, "{all:?}\n{}", server.log_text());
@@ -1002,7 +1040,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let mut server = Server::start(&data, &scale);
-    let e = wait_event_done(&data, &server, "echo", 4);
+    let e = wait_event_done(&data, &server, "echo", 5);
     assert_eq!(e["Status"], "failed", "{e}");
     assert_eq!(e["Attempts"], 3, "{e}");
     assert!(server.log_text().contains("resuming events"));
@@ -1024,12 +1062,13 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
         errors,
         [
             (2, r#"{"error":"boom one"}"#.to_owned()),
+            (1, r#"{"error":"boom alias"}"#.to_owned()),
             (1, r#"{"error":"boom old"}"#.to_owned()),
             (3, r#"{"error":"boom default"}"#.to_owned()),
         ]
     );
     let table = common::run_ok(data.lambox().args(["events", "echo", "--failed"]));
-    assert_eq!(table.lines().count(), 4, "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
     assert!(table.lines().all(|l| !l.contains("succeeded")), "{table}");
     let missing = data
         .lambox()
