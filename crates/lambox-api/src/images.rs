@@ -9,6 +9,11 @@
 //!   that name (e.g. `lambox load --tag localhost/fn:v1`), the stored image is used.
 //! * `oci:PATH[:TAG]`, `oci-archive:PATH[:TAG]`, `docker-archive:PATH`: local files, imported.
 //!
+//! * `ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG|@sha256:DIGEST]` when REPO exists in
+//!   lambox's own registry, and `HOST:PORT/…` naming lambox's own address: taken straight from
+//!   the store through [`LocalRegistry`] (no HTTP, no copy), the tag pinned to its digest as
+//!   for any registry. An ECR URI whose repository lambox does not have is pulled as usual.
+//!
 //! Failures map to Lambda's `StateReasonCode`s: not found → `ImageDeleted`; refused
 //! credentials → `ImageAccessDenied`; anything wrong with the image itself (platform, media
 //! type, digest, hostile layer, size) → `InvalidImage`.
@@ -18,7 +23,7 @@ use std::sync::Arc;
 
 use lambox_image::import::{import, ImportOptions, NoProgress};
 use lambox_image::manifest::Platform;
-use lambox_image::source::{RegistryOptions, Source};
+use lambox_image::source::{BlobSource, RegistryOptions, RegistryRef, Source};
 use lambox_image::store::{ImageEntry, Store};
 use lambox_image::{Digest, Error as ImageError};
 
@@ -54,11 +59,36 @@ pub trait ImageResolver: Send + Sync + std::fmt::Debug + 'static {
     fn load(&self, code_sha256: &str) -> Result<ResolvedImage, ImageFailure>;
 }
 
+/// lambox's own registry, as image resolution sees it (wired by `lambox serve`, which knows
+/// the registry crate): does repository REPO exist, and REPO at a tag or digest as a blob
+/// source over the store's own blobs.
+pub trait LocalRegistry: Send + Sync + std::fmt::Debug + 'static {
+    fn has_repository(&self, repo: &str) -> bool;
+    fn open(&self, repo: &str, reference: &str) -> Result<Box<dyn BlobSource>, ImageError>;
+}
+
 /// The image store of `lambox-image`.
 #[derive(Debug)]
 pub struct StoreImages {
     store: Arc<Store>,
     max_image_size: u64,
+    local: Option<(Arc<dyn LocalRegistry>, Vec<String>)>,
+}
+
+/// `ACCOUNT.dkr.ecr.REGION.amazonaws.com` (12-digit account, any region name).
+fn is_ecr_host(host: &str) -> bool {
+    let Some((account, rest)) = host.split_once(".dkr.ecr.") else {
+        return false;
+    };
+    let Some(region) = rest.strip_suffix(".amazonaws.com") else {
+        return false;
+    };
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl StoreImages {
@@ -66,7 +96,27 @@ impl StoreImages {
         StoreImages {
             store,
             max_image_size,
+            local: None,
         }
+    }
+
+    /// Resolves ECR URIs of repositories in `registry`, and URIs whose host is one of
+    /// `own_hosts` (lambox's `host:port`), from the store instead of over HTTP.
+    pub fn with_local_registry(
+        mut self,
+        registry: Arc<dyn LocalRegistry>,
+        own_hosts: Vec<String>,
+    ) -> Self {
+        self.local = Some((registry, own_hosts));
+        self
+    }
+
+    /// The local registry if `r` names an image in it.
+    fn local_for(&self, r: &RegistryRef) -> Option<&Arc<dyn LocalRegistry>> {
+        let (registry, own) = self.local.as_ref()?;
+        let own_host = own.iter().any(|h| h.eq_ignore_ascii_case(&r.registry));
+        (own_host || (is_ecr_host(&r.registry) && registry.has_repository(&r.repository)))
+            .then_some(registry)
     }
 
     fn entry_to_resolved(
@@ -151,7 +201,22 @@ impl ImageResolver for StoreImages {
             code: "InvalidImage",
             reason: e.to_string(),
         })?;
-        let opened = source.open(&RegistryOptions::default());
+        let local = match &source {
+            Source::Registry(r) => self.local_for(r).map(|l| (l, r)),
+            _ => None,
+        };
+        let opened = match local {
+            Some((l, r)) => {
+                let reference = match (&r.digest, &r.tag) {
+                    (Some(d), _) => d.to_string(),
+                    (None, Some(t)) => t.clone(),
+                    (None, None) => "latest".to_owned(),
+                };
+                tracing::info!(uri, "image from lambox's own registry (no download)");
+                l.open(&r.repository, &reference)
+            }
+            None => source.open(&RegistryOptions::default()),
+        };
         let outcome = opened.and_then(|src| {
             let name = match &source {
                 Source::Registry(r) => r.tagged_name(),
@@ -211,5 +276,25 @@ impl ImageResolver for StoreImages {
             reason: e.to_string(),
         })?;
         self.entry_to_resolved(&entry, digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ecr_host;
+
+    #[test]
+    fn ecr_hosts_are_account_dkr_ecr_region_amazonaws_com() {
+        assert!(is_ecr_host("000000000000.dkr.ecr.us-east-1.amazonaws.com"));
+        assert!(is_ecr_host("123456789012.dkr.ecr.eu-west-3.amazonaws.com"));
+        for no in [
+            "00000000000.dkr.ecr.us-east-1.amazonaws.com",
+            "000000000000.dkr.ecr..amazonaws.com",
+            "000000000000.dkr.ecr.us-east-1.amazonaws.com.evil",
+            "public.ecr.aws",
+            "127.0.0.1:4566",
+        ] {
+            assert!(!is_ecr_host(no), "{no}");
+        }
     }
 }

@@ -3,10 +3,11 @@
 //! (one implementation of the Invoke wire protocol); `Event` invokes are stored in the state
 //! database before the 202, then run in the background.
 //!
-//! Not done yet (issue 4's later steps): retries of failed events (Lambda: 2, after 1 and 2
-//! minutes), MaximumRetryAttempts/MaximumEventAgeInSeconds, and listing failed events. An
-//! event is marked `succeeded` or `failed` after its one run; events still `pending` when
-//! lambox stops (or is killed) run again at the next start.
+//! An event is `pending` until it succeeds or fails for good (retries exhausted, too old, its
+//! function gone); failed runs are retried as Lambda does (see [`Lambda::spawn_event`]), each
+//! retry's due time stored, so events still `pending` when lambox stops (or is killed) run
+//! again at the next start, at their due time. Finished events keep their last error for
+//! `lambox events`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,9 @@ use lambox_runtime::wire::{self, invoke_header as h};
 use lambox_runtime::{InvokeError, InvokeRequest, ResponseBody};
 
 use crate::error::{self, ApiError};
+use crate::images::ImageFailure;
 use crate::names::{FunctionRef, Qualifier};
+use crate::scheduler::PoolError;
 use crate::service::{Lambda, Target};
 use crate::state::StoredEvent;
 
@@ -89,9 +92,40 @@ impl Lambda {
         }
         let this = self.clone();
         let t = target.clone();
-        tokio::task::spawn_blocking(move || this.scheduler.pool(&t.record, &t.version))
+        let built = tokio::task::spawn_blocking(move || this.scheduler.pool(&t.record, &t.version))
             .await
-            .map_err(|e| error::service(&format!("scheduling failed: {e}")))?
+            .map_err(|e| error::service(&format!("scheduling failed: {e}")))?;
+        match built {
+            Ok(pool) => Ok(pool),
+            Err(PoolError::Other(e)) => Err(e),
+            Err(PoolError::Image(f)) => {
+                // As Lambda when a function's image is deleted: the function turns Failed
+                // (StateReasonCode ImageDeleted), and invokes are refused as for any Failed one.
+                tracing::warn!(function = %target.record.configuration.function_name, version = %target.version, code = f.code, reason = %f.reason, "function image gone; function failed");
+                self.mark_image_failed(target, &f)?;
+                Err(not_ready("Failed"))
+            }
+        }
+    }
+
+    fn mark_image_failed(&self, target: &Target, f: &ImageFailure) -> Result<(), ApiError> {
+        let mut rec = target.record.clone();
+        let c = &mut rec.configuration;
+        let expected = c.revision_id.clone();
+        c.state = "Failed".to_owned();
+        c.state_reason = Some(format!(
+            "The function's image {} is no longer in lambox's store: {}",
+            rec.resolved_image_uri.as_deref().unwrap_or(&rec.image_uri),
+            f.reason
+        ));
+        c.state_reason_code = Some(f.code.to_owned());
+        c.revision_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let name = c.function_name.clone();
+        match target.version.parse::<u64>() {
+            Ok(n) => self.state.put_version(&name, n, &rec)?,
+            Err(_) => self.state.replace_latest_if(&expected, &rec)?,
+        };
+        Ok(())
     }
 
     async fn accept_event(
@@ -131,13 +165,16 @@ impl Lambda {
             id: uuid::Uuid::new_v4().hyphenated().to_string(),
             name: r.name.clone(),
             qualifier: target.version.clone(),
+            config_qualifier: match &r.qualifier {
+                Some(Qualifier::Alias(a)) => a.clone(),
+                _ => target.version.clone(),
+            },
             payload: payload.to_vec(),
+            received_ms: now_ms(),
+            attempts: 0,
+            next_attempt_ms: 0,
         };
-        let received = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        self.state.insert_event(&event, received)?;
+        self.state.insert_event(&event)?;
         tracing::info!(function = %r.name, event = %event.id, "event accepted");
         let id = event.id.clone();
         self.spawn_event(event);
@@ -148,7 +185,7 @@ impl Lambda {
         Ok(resp)
     }
 
-    /// Runs every event left `pending` by a previous run of lambox.
+    /// Runs every event left `pending` by a previous run of lambox (at its next attempt time).
     pub fn resume_events(self: &Arc<Self>) -> Result<usize, crate::error::StateError> {
         let pending = self.state.pending_events()?;
         let n = pending.len();
@@ -158,31 +195,105 @@ impl Lambda {
         Ok(n)
     }
 
-    fn spawn_event(self: &Arc<Self>, event: StoredEvent) {
-        let guard = self.background();
+    /// Lambda's async timings scaled by `async_retry_delay_scale`.
+    fn scaled(&self, d: Duration) -> Duration {
+        d.mul_f64(self.config.async_retry_delay_scale)
+    }
+
+    /// Runs an event until it succeeds, fails for good, or lambox stops (then it stays
+    /// `pending` and the next start resumes it). A failed run (function error, timeout,
+    /// environment crash) is retried up to MaximumRetryAttempts (default 2) times, 1 then 2
+    /// minutes later; an event older than MaximumEventAgeInSeconds (default 6 hours) is not
+    /// run again. Each step is in the state database before the next begins.
+    fn spawn_event(self: &Arc<Self>, mut event: StoredEvent) {
         let this = self.clone();
         tokio::spawn(async move {
-            let status = this.run_event(&event).await;
-            if let Err(e) = this.state.finish_event(&event.id, status) {
-                tracing::error!(event = %event.id, error = %e, "recording the event's outcome failed");
+            loop {
+                let wait = event.next_attempt_ms.saturating_sub(now_ms());
+                if wait > 0 {
+                    // Not counted as background work: shutdown need not wait for a retry.
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                let guard = this.background();
+                let config = this
+                    .state
+                    .event_invoke_config(&event.name, &event.config_qualifier)
+                    .ok()
+                    .flatten();
+                let max_age = this.scaled(Duration::from_secs(
+                    config
+                        .as_ref()
+                        .and_then(|c| c.maximum_event_age_in_seconds)
+                        .unwrap_or(DEFAULT_MAX_EVENT_AGE_SECS) as u64,
+                ));
+                let max_retries = config
+                    .as_ref()
+                    .and_then(|c| c.maximum_retry_attempts)
+                    .unwrap_or(DEFAULT_MAX_RETRIES) as u32;
+                let expires_ms = event.received_ms + max_age.as_millis() as u64;
+                let outcome = this.run_event(&event, expires_ms).await;
+                let recorded = match outcome {
+                    EventOutcome::Stopped => return,
+                    EventOutcome::Succeeded => {
+                        tracing::info!(event = %event.id, attempts = event.attempts + 1, "event succeeded");
+                        this.state
+                            .finish_event(&event.id, "succeeded", 1, None, now_ms())
+                    }
+                    EventOutcome::Dropped(reason) => {
+                        tracing::warn!(event = %event.id, %reason, "event failed");
+                        this.state
+                            .finish_event(&event.id, "failed", 0, Some(&reason), now_ms())
+                    }
+                    EventOutcome::Failed(error) if event.attempts < max_retries => {
+                        event.attempts += 1;
+                        let delay = this.scaled(RETRY_DELAY * event.attempts);
+                        event.next_attempt_ms = now_ms() + delay.as_millis() as u64;
+                        tracing::info!(event = %event.id, attempt = event.attempts, ?delay, "event failed; retrying");
+                        match this
+                            .state
+                            .retry_event(&event.id, &error, event.next_attempt_ms)
+                        {
+                            Ok(()) => {
+                                drop(guard);
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    EventOutcome::Failed(error) => {
+                        tracing::warn!(event = %event.id, attempts = event.attempts + 1, "event failed: retries exhausted");
+                        this.state
+                            .finish_event(&event.id, "failed", 1, Some(&error), now_ms())
+                    }
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(event = %event.id, error = %e, "recording the event's outcome failed");
+                }
+                drop(guard);
+                return;
             }
-            drop(guard);
         });
     }
 
-    /// One run of an event: waits (rather than failing) while the function is throttled.
-    async fn run_event(self: &Arc<Self>, event: &StoredEvent) -> &'static str {
+    /// One run of an event: waits (rather than failing) while the function is throttled,
+    /// until `expires_ms`.
+    async fn run_event(self: &Arc<Self>, event: &StoredEvent, expires_ms: u64) -> EventOutcome {
         let r = FunctionRef {
             name: event.name.clone(),
             qualifier: Qualifier::parse(&event.qualifier).ok(),
             foreign: false,
         };
         loop {
+            if now_ms() >= expires_ms {
+                return EventOutcome::Dropped(
+                    "EventAgeExceeded: the event is older than the function's MaximumEventAgeInSeconds"
+                        .to_owned(),
+                );
+            }
             let target = match self.runnable_target(&r) {
                 Ok(t) => t,
                 Err(e) => {
-                    tracing::warn!(event = %event.id, error = %e.body, "event dropped: its function cannot run");
-                    return "failed";
+                    return EventOutcome::Dropped(format!("{}: {}", e.code, e.body));
                 }
             };
             let admission = match self
@@ -197,10 +308,7 @@ impl Lambda {
             };
             let pool = match self.pool_for(&target).await {
                 Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(event = %event.id, error = %e.body, "event failed");
-                    return "failed";
-                }
+                Err(e) => return EventOutcome::Failed(format!("{}: {}", e.code, e.body)),
             };
             let request = InvokeRequest {
                 payload: Bytes::from(event.payload.clone()),
@@ -210,33 +318,53 @@ impl Lambda {
             };
             match pool.invoke(request).await {
                 Ok(resp) => {
-                    let failed = resp.function_error.is_some();
-                    let failed = match resp.body {
-                        ResponseBody::Buffered(_) => failed,
+                    let (body, read_error) = match resp.body {
+                        ResponseBody::Buffered(b) => (b, None),
                         ResponseBody::Streaming(s) => {
-                            s.collect_bytes(wire::MAX_STREAMED_RESPONSE_SIZE)
-                                .await
-                                .1
-                                .is_err()
-                                || failed
+                            let (b, r) = s.collect_bytes(wire::MAX_STREAMED_RESPONSE_SIZE).await;
+                            (b, r.err().map(|e| e.to_string()))
                         }
                     };
                     drop(admission);
-                    return if failed { "failed" } else { "succeeded" };
+                    return match (resp.function_error, read_error) {
+                        (None, None) => EventOutcome::Succeeded,
+                        (Some(_), _) => {
+                            EventOutcome::Failed(String::from_utf8_lossy(&body).into_owned())
+                        }
+                        (None, Some(e)) => EventOutcome::Failed(e),
+                    };
                 }
                 Err(InvokeError::TooManyRequests { .. }) => {
                     drop(admission);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(InvokeError::ShuttingDown) => {
-                    // Stays pending: the next start runs it.
-                    return "pending";
-                }
-                Err(e) => {
-                    tracing::warn!(event = %event.id, error = %e, "event failed");
-                    return "failed";
-                }
+                Err(InvokeError::ShuttingDown) => return EventOutcome::Stopped,
+                Err(e) => return EventOutcome::Failed(e.to_string()),
             }
         }
     }
+}
+
+/// Lambda's defaults for asynchronous invocation.
+const DEFAULT_MAX_RETRIES: i64 = 2;
+const DEFAULT_MAX_EVENT_AGE_SECS: i64 = 21600;
+/// The first retry comes a minute after the failure, the second two minutes after the next.
+const RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// How one run of an event ended.
+enum EventOutcome {
+    Succeeded,
+    /// A function or platform error: retried while attempts remain.
+    Failed(String),
+    /// Not run (too old, function deleted or not runnable): failed at once.
+    Dropped(String),
+    /// lambox is stopping: the event stays pending.
+    Stopped,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -24,8 +24,8 @@ pub mod scheduler;
 pub mod service;
 pub mod state;
 
-pub use images::{ImageFailure, ImageResolver, ResolvedImage, StoreImages};
+pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
 pub use router::router;
 pub use scheduler::{LauncherFactory, Scheduler};
 pub use service::{Lambda, ServiceConfig};
-pub use state::State;
+pub use state::{EventSummary, State};

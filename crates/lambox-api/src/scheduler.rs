@@ -22,6 +22,14 @@ use crate::error::{self, ApiError, ThrottleReason};
 use crate::images::{ImageResolver, ResolvedImage};
 use crate::model::VersionRecord;
 
+/// Why a version's pool could not be built.
+#[derive(Debug)]
+pub enum PoolError {
+    /// The version's pinned image cannot be loaded from the store (removed under it).
+    Image(crate::images::ImageFailure),
+    Other(ApiError),
+}
+
 /// Builds the launcher for an image's layers (the sandbox in `lambox serve`).
 pub type LauncherFactory = Arc<dyn Fn(&ResolvedImage) -> Arc<dyn Launcher> + Send + Sync>;
 
@@ -52,6 +60,7 @@ pub struct Scheduler {
     account_id: String,
     region: String,
     account_limit: usize,
+    idle_timeout: Option<std::time::Duration>,
     unreserved_in_flight: Arc<AtomicUsize>,
     per_function: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     pools: Mutex<HashMap<(String, String), PoolEntry>>,
@@ -85,10 +94,18 @@ impl Scheduler {
             account_id,
             region,
             account_limit,
+            idle_timeout: None,
             unreserved_in_flight: Arc::new(AtomicUsize::new(0)),
             per_function: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Environments idle this long are torn down (the next invoke cold-starts); `None`: kept
+    /// until the pool goes. Applies to pools built afterwards.
+    pub fn with_idle_timeout(mut self, idle_timeout: Option<std::time::Duration>) -> Scheduler {
+        self.idle_timeout = idle_timeout;
+        self
     }
 
     /// The account's concurrency limit.
@@ -141,7 +158,7 @@ impl Scheduler {
 
     /// The pool for `record` (version label `version`), built or rebuilt as needed. Blocking
     /// (it may read the image config): call from `spawn_blocking`.
-    pub fn pool(&self, record: &VersionRecord, version: &str) -> Result<Pool, ApiError> {
+    pub fn pool(&self, record: &VersionRecord, version: &str) -> Result<Pool, PoolError> {
         let c = &record.configuration;
         let key = (c.function_name.clone(), version.to_owned());
         if let Some(e) = lock(&self.pools).get(&key) {
@@ -149,9 +166,7 @@ impl Scheduler {
                 return Ok(e.pool.clone());
             }
         }
-        let image = self.images.load(&c.code_sha256).map_err(|f| {
-            error::service(&format!("function {} image: {}", c.function_name, f.reason))
-        })?;
+        let image = self.images.load(&c.code_sha256).map_err(PoolError::Image)?;
         let ic = &record.image_config;
         let image_config = lambox_runtime::ImageConfig {
             entrypoint: ic
@@ -188,10 +203,16 @@ impl Scheduler {
         let options = PoolOptions {
             concurrency: self.account_limit.max(1),
             queue_capacity: self.account_limit.max(1),
+            idle_timeout: self.idle_timeout,
             ..PoolOptions::default()
         };
-        let pool = Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options)
-            .map_err(|e| error::service(&format!("function {}: {e}", c.function_name)))?;
+        let pool =
+            Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options).map_err(|e| {
+                PoolError::Other(error::service(&format!(
+                    "function {}: {e}",
+                    c.function_name
+                )))
+            })?;
         let old = lock(&self.pools).insert(
             key,
             PoolEntry {

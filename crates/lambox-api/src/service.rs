@@ -21,6 +21,9 @@ pub struct ServiceConfig {
     pub region: String,
     /// Concurrent executions of the account (Lambda's default quota: 1000).
     pub account_concurrency: u64,
+    /// Multiplies Lambda's async timings (retry delays of 1 and 2 minutes, event ages) so
+    /// tests can run them in seconds; 1.0 in normal use.
+    pub async_retry_delay_scale: f64,
 }
 
 /// Lambda's minimum unreserved concurrency (100), or a tenth of a smaller account limit.
@@ -1155,8 +1158,8 @@ impl Lambda {
         Ok((q, arn))
     }
 
-    /// Put (`replace`) or UpdateFunctionEventInvokeConfig. The settings are stored and
-    /// answered; retries and event age are not acted on yet, destinations are refused.
+    /// Put (`replace`) or UpdateFunctionEventInvokeConfig. Retries and event age are honoured
+    /// by async invokes of that version ([`crate::invoke`]); destinations are refused.
     pub fn put_event_invoke_config(
         &self,
         r: &FunctionRef,

@@ -51,6 +51,12 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         PRIMARY KEY (name, qualifier)
      );",
+    // 3: async retries: when the next attempt is due, the last error, when the event ended,
+    // and the qualifier whose event invoke config applies (the alias it was invoked through).
+    "ALTER TABLE events ADD COLUMN next_attempt_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE events ADD COLUMN config_qualifier TEXT;
+     ALTER TABLE events ADD COLUMN error TEXT;
+     ALTER TABLE events ADD COLUMN finished_ms INTEGER;",
 ];
 
 /// A stored async event.
@@ -60,6 +66,31 @@ pub struct StoredEvent {
     pub name: String,
     pub qualifier: String,
     pub payload: Vec<u8>,
+    /// Whose event invoke config applies: the alias the event was sent to, else `qualifier`.
+    pub config_qualifier: String,
+    /// When lambox accepted it (ms since the epoch).
+    pub received_ms: u64,
+    /// Runs that ended (each failed, or the event would not be pending).
+    pub attempts: u32,
+    /// Not to be run before this time (ms since the epoch; 0 = at once).
+    pub next_attempt_ms: u64,
+}
+
+/// An event as `lambox events` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventSummary {
+    pub event_id: String,
+    pub function_name: String,
+    pub qualifier: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub received_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// The last attempt's error (the function's error document, or lambox's reason).
+    pub error: Option<String>,
+    pub payload: String,
 }
 
 /// The open state database.
@@ -176,6 +207,24 @@ impl State {
             .execute(
                 "UPDATE functions SET latest = ?2 WHERE name = ?1",
                 params![record.configuration.function_name, Self::encode(record)],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Replaces published version `version` of `name` (its state changes, e.g. image gone);
+    /// false if it is gone.
+    pub fn put_version(
+        &self,
+        name: &str,
+        version: u64,
+        record: &VersionRecord,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE versions SET record = ?3 WHERE name = ?1 AND version = ?2",
+                params![name, version as i64, Self::encode(record)],
             )
             .map_err(|e| self.db_err(e))?;
         Ok(n == 1)
@@ -506,32 +555,93 @@ impl State {
     }
 
     /// Stores an accepted async event (durably: `synchronous=FULL`) before it is answered.
-    pub fn insert_event(&self, event: &StoredEvent, received_ms: u128) -> Result<(), StateError> {
+    pub fn insert_event(&self, event: &StoredEvent) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "INSERT INTO events (id, name, qualifier, payload, received_ms, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
+                 config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
                 params![
                     event.id,
                     event.name,
                     event.qualifier,
                     event.payload,
-                    received_ms as i64
+                    event.received_ms as i64,
+                    event.config_qualifier
                 ],
             )
             .map_err(|e| self.db_err(e))?;
         Ok(())
     }
 
-    /// Records the outcome of an event's run (`succeeded` or `failed`) and counts the attempt.
-    pub fn finish_event(&self, id: &str, status: &str) -> Result<(), StateError> {
+    /// Records the end of an event (`succeeded` or `failed`, with the last error), counting
+    /// `attempts` runs in this last step (0 when it was dropped without a run).
+    pub fn finish_event(
+        &self,
+        id: &str,
+        status: &str,
+        attempts: u32,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         self.conn()
             .execute(
-                "UPDATE events SET status = ?2, attempts = attempts + 1 WHERE id = ?1",
-                params![id, status],
+                "UPDATE events SET status = ?2, attempts = attempts + ?3, error = COALESCE(?4, error),
+                 finished_ms = ?5 WHERE id = ?1",
+                params![id, status, attempts, error, now_ms as i64],
             )
             .map_err(|e| self.db_err(e))?;
         Ok(())
+    }
+
+    /// Records a failed run of an event that will be retried at `next_attempt_ms`.
+    pub fn retry_event(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_ms: u64,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE events SET attempts = attempts + 1, error = ?2, next_attempt_ms = ?3
+                 WHERE id = ?1",
+                params![id, error, next_attempt_ms as i64],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The events of `name` (all, or those with `status`), oldest first.
+    pub fn events(
+        &self,
+        name: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<EventSummary>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, name, qualifier, status, attempts, received_ms, finished_ms, error, payload
+                 FROM events WHERE name = ?1 AND (?2 IS NULL OR status = ?2)
+                 ORDER BY received_ms, id",
+            )
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map(params![name, status], |r| {
+                Ok(EventSummary {
+                    event_id: r.get(0)?,
+                    function_name: r.get(1)?,
+                    qualifier: r.get(2)?,
+                    status: r.get(3)?,
+                    attempts: r.get(4)?,
+                    received_ms: r.get::<_, i64>(5)? as u64,
+                    finished_ms: r.get::<_, Option<i64>>(6)?.map(|n| n as u64),
+                    error: r.get(7)?,
+                    payload: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(8)?).into_owned(),
+                })
+            })
+            .map_err(|e| self.db_err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db_err(e))?;
+        Ok(rows)
     }
 
     /// Events accepted but not yet run to an end, oldest first.
@@ -539,8 +649,8 @@ impl State {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, name, qualifier, payload FROM events WHERE status = 'pending'
-                 ORDER BY received_ms",
+                "SELECT id, name, qualifier, payload, received_ms, attempts, next_attempt_ms,
+                 COALESCE(config_qualifier, qualifier) FROM events WHERE status = 'pending' ORDER BY received_ms",
             )
             .map_err(|e| self.db_err(e))?;
         let rows = stmt
@@ -550,6 +660,10 @@ impl State {
                     name: r.get(1)?,
                     qualifier: r.get(2)?,
                     payload: r.get(3)?,
+                    received_ms: r.get::<_, i64>(4)? as u64,
+                    attempts: r.get(5)?,
+                    next_attempt_ms: r.get::<_, i64>(6)? as u64,
+                    config_qualifier: r.get(7)?,
                 })
             })
             .map_err(|e| self.db_err(e))?

@@ -40,6 +40,7 @@ fn app_with_limit(account_concurrency: u64) -> App {
             account_id: "000000000000".into(),
             region: "us-east-1".into(),
             account_concurrency,
+            async_retry_delay_scale: 1.0,
         },
         state,
         images,

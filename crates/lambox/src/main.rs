@@ -49,6 +49,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the Lambda API (functions, versions, aliases, invoke) on 127.0.0.1:4566
     Serve(serve::ServeArgs),
+    /// List a function's async events (and why the failed ones failed) from the data directory
+    Events(serve::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         // The data directory may come from serve's config file: serve opens it itself.
         return serve::serve(cli.data_dir, cli.max_image_size, a);
     }
+    if let Command::Events(a) = cli.command {
+        return serve::events(cli.data_dir, a);
+    }
     let root = cli
         .data_dir
         .clone()
@@ -108,6 +113,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune => commands::prune(&ctx),
         Command::Lint(a) => commands::lint(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Events(_) => unreachable!("handled above"),
     }
 }

@@ -25,6 +25,9 @@ const DEFAULT_ACCOUNT: &str = "000000000000";
 const DEFAULT_REGION: &str = "us-east-1";
 const DEFAULT_ACCOUNT_CONCURRENCY: u64 = 1000;
 const DEFAULT_GRACE_SECS: u64 = 30;
+/// Lambda does not publish how long an idle environment lives (minutes to hours are
+/// observed); lambox keeps one 10 minutes.
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -46,6 +49,12 @@ pub struct ServeArgs {
     /// Seconds in-flight work may take to finish after SIGTERM [default: 30]
     #[arg(long, env = "LAMBOX_SHUTDOWN_GRACE")]
     shutdown_grace: Option<u64>,
+    /// Seconds an idle environment is kept before it is torn down; 0 = until shutdown [default: 600]
+    #[arg(long, env = "LAMBOX_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Multiplies Lambda's async timings (retries after 1 and 2 minutes, event ages), for tests [default: 1]
+    #[arg(long, env = "LAMBOX_ASYNC_RETRY_DELAY_SCALE")]
+    async_retry_delay_scale: Option<f64>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -67,10 +76,12 @@ struct FileConfig {
 struct FileLimits {
     account_concurrency: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    async_retry_delay_scale: Option<f64>,
 }
 
 /// Every setting, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Settings {
     listen: SocketAddr,
     data_dir: PathBuf,
@@ -78,6 +89,9 @@ struct Settings {
     region: String,
     account_concurrency: u64,
     grace: Duration,
+    /// `None`: idle environments are kept until shutdown.
+    idle_timeout: Option<Duration>,
+    async_retry_delay_scale: f64,
 }
 
 fn read_config(path: &Path) -> Result<FileConfig> {
@@ -131,7 +145,20 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
     if account_concurrency == 0 {
         bail!("account concurrency must be at least 1");
     }
+    let idle = args
+        .idle_timeout
+        .or(file.limits.idle_timeout_seconds)
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS);
+    let async_retry_delay_scale = args
+        .async_retry_delay_scale
+        .or(file.limits.async_retry_delay_scale)
+        .unwrap_or(1.0);
+    if !(async_retry_delay_scale > 0.0 && async_retry_delay_scale <= 1.0) {
+        bail!("async retry delay scale {async_retry_delay_scale} is not in (0, 1]");
+    }
     Ok(Settings {
+        idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
+        async_retry_delay_scale,
         listen,
         data_dir: data_dir_flag
             .or(file.data_dir)
@@ -158,7 +185,12 @@ pub fn serve(
             .with_context(|| format!("open data directory {}", settings.data_dir.display()))?,
     );
     let state = State::open(&settings.data_dir)?;
-    let images = Arc::new(StoreImages::new(store.clone(), max_image_size));
+    let images = Arc::new(
+        StoreImages::new(store.clone(), max_image_size).with_local_registry(
+            Arc::new(OwnRegistry(store.clone())),
+            own_hosts(settings.listen),
+        ),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,11 +211,13 @@ pub fn serve(
         settings.account_id.clone(),
         settings.region.clone(),
         settings.account_concurrency as usize,
-    );
+    )
+    .with_idle_timeout(settings.idle_timeout);
     let config = ServiceConfig {
         account_id: settings.account_id.clone(),
         region: settings.region.clone(),
         account_concurrency: settings.account_concurrency,
+        async_retry_delay_scale: settings.async_retry_delay_scale,
     };
 
     let registry_store = store.clone();
@@ -254,6 +288,125 @@ pub fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The registry mounted on serve's port, for function images: ECR URIs and URIs naming
+/// lambox's own address take the pushed image from the store (no HTTP to itself, no copy).
+#[derive(Debug)]
+struct OwnRegistry(Arc<Store>);
+
+impl lambox_api::LocalRegistry for OwnRegistry {
+    fn has_repository(&self, repo: &str) -> bool {
+        self.0
+            .with_db(|db| lambox_registry::meta::repo_exists(db, repo))
+            .unwrap_or(false)
+    }
+
+    fn open(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> std::result::Result<Box<dyn lambox_image::source::BlobSource>, lambox_image::Error> {
+        let image = lambox_registry::source::PushedImage::open(self.0.clone(), repo, reference)?;
+        Ok(Box::new(image))
+    }
+}
+
+/// `host:port` spellings of the listen address that clients use in image URIs.
+fn own_hosts(listen: SocketAddr) -> Vec<String> {
+    let port = listen.port();
+    let mut hosts = Vec::new();
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        hosts.push(format!("127.0.0.1:{port}"));
+        hosts.push(format!("localhost:{port}"));
+    }
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.to_string());
+    }
+    hosts.dedup();
+    hosts
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The function's name
+    function: String,
+    /// Only events that failed for good (retries exhausted, too old, function gone)
+    #[arg(long)]
+    failed: bool,
+    /// JSON (one array) instead of a table
+    #[arg(long)]
+    json: bool,
+    /// `lambox serve`'s configuration file, for its data_dir
+    #[arg(long, env = "LAMBOX_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// `lambox events FUNCTION [--failed] [--json]`: reads the data directory's state database
+/// (safe while `lambox serve` runs: SQLite WAL readers do not block it).
+pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCode> {
+    let file_dir = match &args.config {
+        Some(p) => read_config(p)?.data_dir,
+        None => None,
+    };
+    let dir = data_dir_flag
+        .or(file_dir)
+        .unwrap_or_else(Store::default_root);
+    if !dir.join("lambox-api.db").is_file() {
+        bail!(
+            "data directory {} has no lambox serve state (lambox-api.db)",
+            dir.display()
+        );
+    }
+    let state = State::open(&dir)?;
+    let events = state.events(&args.function, args.failed.then_some("failed"))?;
+    if events.is_empty() && state.latest(&args.function)?.is_none() {
+        bail!("function {} not found and has no events", args.function);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36}  {:<9}  {:<8}  {:>8}  {:<24}  ERROR",
+        "EVENT ID", "STATUS", "VERSION", "ATTEMPTS", "RECEIVED (UTC)"
+    );
+    for e in &events {
+        let error = e.error.as_deref().unwrap_or("").replace('\n', " ");
+        println!(
+            "{:<36}  {:<9}  {:<8}  {:>8}  {:<24}  {}",
+            e.event_id,
+            e.status,
+            e.qualifier,
+            e.attempts,
+            utc(e.received_ms),
+            error
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch (civil-from-days).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -279,6 +432,8 @@ mod tests {
             region: None,
             account_concurrency: None,
             shutdown_grace: None,
+            idle_timeout: None,
+            async_retry_delay_scale: None,
             network: NetworkArgs::default(),
         }
     }
@@ -290,12 +445,14 @@ mod tests {
         assert_eq!(s.account_id, "000000000000");
         assert_eq!(s.region, "us-east-1");
         assert_eq!(s.account_concurrency, 1000);
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(s.async_retry_delay_scale, 1.0);
 
         let dir = tempfile::tempdir().expect("ok");
         let file = dir.path().join("lambox.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\n",
+            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\nidle_timeout_seconds = 0\nasync_retry_delay_scale = 0.5\n",
         )
         .expect("ok");
         let s = resolve(None, &args(Some(file.clone()))).expect("ok");
@@ -305,14 +462,24 @@ mod tests {
         assert_eq!(s.region, "eu-west-1");
         assert_eq!(s.account_concurrency, 10);
         assert_eq!(s.grace, Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, None);
+        assert_eq!(s.async_retry_delay_scale, 0.5);
 
         let mut a = args(Some(file));
         a.region = Some("ap-south-1".into());
         a.account_concurrency = Some(7);
+        a.idle_timeout = Some(30);
         let s = resolve(Some("/flag".into()), &a).expect("ok");
         assert_eq!(s.region, "ap-south-1");
         assert_eq!(s.account_concurrency, 7);
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn utc_formats_epoch_milliseconds() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     }
 
     #[test]
@@ -336,5 +503,11 @@ mod tests {
             .expect_err("must fail")
             .to_string()
             .contains("region"));
+        let mut a = args(None);
+        a.async_retry_delay_scale = Some(0.0);
+        assert!(resolve(None, &a)
+            .expect_err("must fail")
+            .to_string()
+            .contains("scale"));
     }
 }

@@ -851,3 +851,468 @@ fn events_accepted_before_a_kill_9_run_after_restart() {
     assert_eq!(event_statuses(&data), ["succeeded"]);
     server.stop();
 }
+
+/// `lambox events FUNCTION --json` for `data`.
+fn events_json(data: &DataDir, function: &str, failed: bool) -> Vec<Value> {
+    let mut cmd = data.lambox();
+    cmd.args(["events", function, "--json"]);
+    if failed {
+        cmd.arg("--failed");
+    }
+    let out = common::run_ok(&mut cmd);
+    serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Waits until `function`'s newest event is no longer pending; returns it.
+fn wait_event_done(data: &DataDir, server: &Server, function: &str, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = events_json(data, function, false);
+        if all.len() == count && all[count - 1]["Status"] != "pending" {
+            return all[count - 1].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event {count} of {function} still pending: {all:?}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn starts(server: &Server) -> usize {
+    server.log_text().matches("START RequestId").count()
+}
+
+#[test]
+fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_failed() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    // Lambda's 1 and 2 minute retry delays (and event ages) × 0.05: 3 s and 6 s.
+    let scale = ["--async-retry-delay-scale", "0.05"];
+    let server = Server::start(&data, &scale);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let image = registry.reference("fn/echo:v1");
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "echo",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+    ]);
+    wait_active(&aws, "echo");
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    let event = |aws: &Aws, payload: &str| {
+        let r = aws.ok(&[
+            "invoke",
+            "--function-name",
+            "echo",
+            "--invocation-type",
+            "Event",
+            "--payload",
+            payload,
+            out,
+        ]);
+        assert_eq!(r["StatusCode"], 202);
+    };
+
+    // MaximumRetryAttempts 1: an event that always fails runs twice, then is kept as failed
+    // with the function's error.
+    aws.ok(&[
+        "put-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--maximum-retry-attempts",
+        "1",
+    ]);
+    event(&aws, r#"{"error":"boom one"}"#);
+    let e = wait_event_done(&data, &server, "echo", 1);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 2, "{e}");
+    assert!(
+        e["Error"].as_str().unwrap_or("").contains("boom one"),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 2, "{}", server.log_text());
+
+    // Sent through an alias, the alias's config applies (MaximumRetryAttempts 0: one run).
+    aws.ok(&[
+        "create-alias",
+        "--function-name",
+        "echo",
+        "--name",
+        "live",
+        "--function-version",
+        "$LATEST",
+    ]);
+    aws.ok(&[
+        "put-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--qualifier",
+        "live",
+        "--maximum-retry-attempts",
+        "0",
+    ]);
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "echo:live",
+        "--invocation-type",
+        "Event",
+        "--payload",
+        r#"{"error":"boom alias"}"#,
+        out,
+    ]);
+    assert_eq!(r["StatusCode"], 202);
+    let e = wait_event_done(&data, &server, "echo", 2);
+    assert_eq!(
+        (&e["Status"], &e["Attempts"]),
+        (&"failed".into(), &1.into()),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 3);
+
+    // A success runs once.
+    event(&aws, r#"{"ok":1}"#);
+    let e = wait_event_done(&data, &server, "echo", 3);
+    assert_eq!(
+        (&e["Status"], &e["Attempts"]),
+        (&"succeeded".into(), &1.into()),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 4);
+
+    // MaximumEventAgeInSeconds 60 (3 s here): the retry, due 3 s after the failure, finds the
+    // event too old, so it fails after one run.
+    aws.ok(&[
+        "update-function-event-invoke-config",
+        "--function-name",
+        "echo",
+        "--maximum-retry-attempts",
+        "2",
+        "--maximum-event-age-in-seconds",
+        "60",
+    ]);
+    event(&aws, r#"{"error":"boom old"}"#);
+    let e = wait_event_done(&data, &server, "echo", 4);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 1, "{e}");
+    assert!(
+        e["Error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EventAgeExceeded"),
+        "{e}"
+    );
+    assert_eq!(starts(&server), 5);
+
+    // No config: Lambda's default, 2 retries. Killed (-9) while the first retry is due, the
+    // event keeps its attempt count and runs its remaining retries after the restart.
+    aws.ok(&[
+        "delete-function-event-invoke-config",
+        "--function-name",
+        "echo",
+    ]);
+    event(&aws, r#"{"error":"boom default"}"#);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = events_json(&data, "echo", false);
+        if all.len() == 5 && all[4]["Attempts"] == 1 {
+            assert_eq!(all[4]["Status"], "pending", "{all:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{all:?}\n{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut server = server;
+    let mut child = server.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut server = Server::start(&data, &scale);
+    let e = wait_event_done(&data, &server, "echo", 5);
+    assert_eq!(e["Status"], "failed", "{e}");
+    assert_eq!(e["Attempts"], 3, "{e}");
+    assert!(server.log_text().contains("resuming events"));
+    // The restarted server ran the remaining two attempts and nothing else.
+    assert_eq!(starts(&server), 2, "{}", server.log_text());
+
+    // `lambox events --failed`: the three failed events, oldest first; a table without --json.
+    let failed = events_json(&data, "echo", true);
+    let errors: Vec<_> = failed
+        .iter()
+        .map(|e| {
+            (
+                e["Attempts"].as_u64().unwrap_or(0),
+                e["Payload"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, r#"{"error":"boom one"}"#.to_owned()),
+            (1, r#"{"error":"boom alias"}"#.to_owned()),
+            (1, r#"{"error":"boom old"}"#.to_owned()),
+            (3, r#"{"error":"boom default"}"#.to_owned()),
+        ]
+    );
+    let table = common::run_ok(data.lambox().args(["events", "echo", "--failed"]));
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.lines().all(|l| !l.contains("succeeded")), "{table}");
+    let missing = data
+        .lambox()
+        .args(["events", "nope"])
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("function nope not found"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn idle_environments_are_reaped_after_the_idle_timeout() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &["--idle-timeout", "3"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    // One boto3 process, so the invokes are back to back: cold, warm, then after 6 s idle
+    // (past the 3 s timeout) cold again. Cold = `Init Duration` in the REPORT line.
+    let script = r#"
+import base64, sys, time, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="echo", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
+lam.get_waiter("function_active_v2").wait(FunctionName="echo", WaiterConfig={"Delay": 1})
+def cold():
+    r = lam.invoke(FunctionName="echo", Payload=b"{}", LogType="Tail")
+    return "Init Duration" in base64.b64decode(r["LogResult"]).decode()
+seen = [cold(), cold()]
+time.sleep(6)
+seen.append(cold())
+assert seen == [True, False, True], seen
+print("OK")
+"#;
+    run_boto3(&mut server, &registry, work.path(), script);
+    assert!(server.stop().success());
+}
+
+/// `skopeo copy` of fixture image NAME to `lambox serve`'s own `/v2/`; returns the digest.
+fn skopeo_push(server: &Server, name: &str, repo_tag: &str, dir: &Path) -> String {
+    let digest_file = dir.join("digest");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+        .arg(&digest_file)
+        .arg(common::oci_ref(name))
+        .arg(format!("docker://{}/{repo_tag}", server.addr))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo push {name}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    std::fs::read_to_string(digest_file)
+        .expect("digest file")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code() {
+    let data = DataDir::new();
+    let server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let ecr = python(work.path())
+        .args([
+            "-m",
+            "awscli",
+            "ecr",
+            "create-repository",
+            "--repository-name",
+            "fn/echo",
+        ])
+        .args(["--endpoint-url", &server.endpoint(), "--output", "json"])
+        .output()
+        .expect("aws ecr");
+    assert!(
+        ecr.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ecr.stderr)
+    );
+    let v1 = skopeo_push(&server, "rust-echo", "fn/echo:v1", work.path());
+
+    // An image URI written for AWS, and one naming lambox's own address.
+    let ecr_uri = "000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo:v1";
+    let own_uri = format!("{}/fn/echo:v1", server.addr);
+    for (name, uri) in [("ecr", ecr_uri), ("own", own_uri.as_str())] {
+        aws.ok(&[
+            "create-function",
+            "--function-name",
+            name,
+            "--package-type",
+            "Image",
+            "--code",
+            &format!("ImageUri={uri}"),
+            "--role",
+            "arn:aws:iam::000000000000:role/x",
+        ]);
+        let c = wait_active(&aws, name);
+        assert_eq!(c["CodeSha256"], v1.trim_start_matches("sha256:"), "{c}");
+    }
+    let f = aws.ok(&["get-function", "--function-name", "ecr"]);
+    assert_eq!(f["Code"]["ImageUri"], ecr_uri);
+    assert_eq!(
+        f["Code"]["ResolvedImageUri"],
+        format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo@{v1}")
+    );
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    let invoke = |name: &str| {
+        let r = aws.ok(&[
+            "invoke",
+            "--function-name",
+            name,
+            "--payload",
+            r#"{"hi":1}"#,
+            out,
+        ]);
+        assert_eq!(r["StatusCode"], 200, "{r}");
+        std::fs::read_to_string(out).expect("out")
+    };
+    assert_eq!(invoke("ecr"), r#"{"hi":1}"#);
+    assert_eq!(invoke("own"), r#"{"hi":1}"#);
+
+    // A digest reference works too.
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "bydigest",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri=000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo@{v1}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+    ]);
+    wait_active(&aws, "bydigest");
+    assert_eq!(invoke("bydigest"), r#"{"hi":1}"#);
+
+    // Another image pushed to the same tag changes nothing until UpdateFunctionCode.
+    let v2 = skopeo_push(&server, "hello-python", "fn/echo:v1", work.path());
+    assert_ne!(v1, v2);
+    let c = aws.ok(&["get-function-configuration", "--function-name", "ecr"]);
+    assert_eq!(c["CodeSha256"], v1.trim_start_matches("sha256:"));
+    assert_eq!(invoke("ecr"), r#"{"hi":1}"#);
+    aws.ok(&[
+        "update-function-code",
+        "--function-name",
+        "ecr",
+        "--image-uri",
+        ecr_uri,
+    ]);
+    let c = wait_active(&aws, "ecr");
+    assert_eq!(c["CodeSha256"], v2.trim_start_matches("sha256:"), "{c}");
+    let own = aws.ok(&["get-function-configuration", "--function-name", "own"]);
+    assert_eq!(own["CodeSha256"], v1.trim_start_matches("sha256:"));
+    // Every resolution (ecr, own, bydigest, the update) took the store path, not HTTP.
+    assert_eq!(
+        server
+            .log_text()
+            .matches("image from lambox's own registry")
+            .count(),
+        4,
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn a_function_whose_image_left_the_store_turns_failed_with_image_deleted() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let image = registry.reference("fn/echo:v1");
+    let digest = {
+        let aws = Aws {
+            server: &server,
+            dir: work.path().to_owned(),
+        };
+        aws.ok(&[
+            "create-function",
+            "--function-name",
+            "echo",
+            "--package-type",
+            "Image",
+            "--code",
+            &format!("ImageUri={image}"),
+            "--role",
+            "arn:aws:iam::000000000000:role/x",
+            "--publish",
+        ]);
+        let c = wait_active(&aws, "echo");
+        c["CodeSha256"].as_str().expect("CodeSha256").to_owned()
+    };
+    assert!(server.stop().success());
+    common::run_ok(data.lambox().args(["rmi", &format!("sha256:{digest}")]));
+
+    let server = Server::start(&data, &[]);
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    let out = work.path().join("out.json");
+    let out = out.to_str().expect("utf-8");
+    for q in ["$LATEST", "1"] {
+        let e = aws.fails(&["invoke", "--function-name", "echo", "--qualifier", q, out]);
+        assert!(
+            e.contains("ResourceConflictException") && e.contains("Failed"),
+            "{q}: {e}"
+        );
+        let c = aws.ok(&[
+            "get-function-configuration",
+            "--function-name",
+            "echo",
+            "--qualifier",
+            q,
+        ]);
+        assert_eq!(c["State"], "Failed", "{q}: {c}");
+        assert_eq!(c["StateReasonCode"], "ImageDeleted", "{q}: {c}");
+        assert!(
+            c["StateReason"].as_str().unwrap_or("").contains("fn/echo"),
+            "{c}"
+        );
+    }
+    assert!(!server.log_text().contains("ServiceException"));
+
+    // UpdateFunctionCode brings the image back: $LATEST is Active again and runs.
+    aws.ok(&[
+        "update-function-code",
+        "--function-name",
+        "echo",
+        "--image-uri",
+        &image,
+    ]);
+    let c = wait_active(&aws, "echo");
+    assert_eq!(c["State"], "Active");
+    let r = aws.ok(&["invoke", "--function-name", "echo", "--payload", "{}", out]);
+    assert_eq!(r["StatusCode"], 200, "{r}");
+}
