@@ -439,11 +439,13 @@ pub(crate) fn creator_pid(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|p| *p > 0)
 }
 
-/// Remove the empty environment cgroups left by lambox processes that are gone (killed with
+/// Remove the environment cgroups left by lambox processes that are gone (killed with
 /// SIGKILL, or by a signal before their handler was in place): `<pid>-<n>` directories whose
-/// pid no longer exists. A directory that still holds processes refuses `rmdir` and stays; a
-/// pid that was reused by another process keeps its directories (harmless). Run once per
-/// process, when the layout is first computed.
+/// pid no longer exists. Such a lambox's environments outlive it (their helper's parent is
+/// gone, nobody serves their Runtime API), so the processes still in those cgroups — only ever
+/// a dead lambox's helpers, their PID 1s and functions — are killed first (SIGKILL; PID 1's
+/// death ends the rest of its PID namespace). A pid that was reused by another process keeps
+/// its directories (harmless). Run once per process, when the layout is first computed.
 fn remove_stale_groups(layout: &Layout) {
     let me = std::process::id() as i32;
     for own in own_dirs(layout) {
@@ -459,10 +461,44 @@ fn remove_stale_groups(layout: &Layout) {
                 && rustix::process::Pid::from_raw(pid).is_some_and(|p| {
                     rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH)
                 });
-            if gone && e.file_type().is_ok_and(|t| t.is_dir()) && fs::remove_dir(e.path()).is_ok() {
+            if gone && e.file_type().is_ok_and(|t| t.is_dir()) && remove_killing(&e.path()) {
                 tracing::debug!(path = %e.path().display(), "removed a stale environment cgroup");
             }
         }
+    }
+}
+
+/// `rmdir` a stale environment cgroup; while it still holds processes, SIGKILL them and
+/// retry (their exit and the cgroup's release are asynchronous), for at most a second.
+fn remove_killing(dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if fs::remove_dir(dir).is_ok() {
+            return true;
+        }
+        // A frozen environment dies only once thawed (the v1 freezer; v2's lets SIGKILL through).
+        let _ = fs::write(dir.join("cgroup.freeze"), "0");
+        let _ = fs::write(dir.join("freezer.state"), "THAWED");
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let mut killed = 0;
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+        }
+        if killed > 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                processes = killed,
+                "killed the processes of an environment whose lambox process is gone"
+            );
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -96,6 +96,13 @@ impl Running {
         }
     }
 
+    /// SIGKILL (no chance to clean up), and wait for it.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+
     /// SIGTERM, wait, and return the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -1028,4 +1035,35 @@ fn a_bad_env_file_line_is_a_one_line_error_naming_file_and_line() {
     assert!(!out.status.success());
     assert!(err.contains(missing.to_str().expect("utf8")), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn environments_of_a_killed_lambox_are_ended_by_the_next_one() {
+    let mut first = Running::start("rust-echo", &["--idle-timeout", "0"]);
+    assert_eq!(first.invoke("{}", &[]).0, 200);
+    let old = first.pid();
+    let pids = env_pids(old);
+    assert!(pids.len() >= 2, "no environment found: {pids:?}");
+    first.kill9();
+    // Orphaned: nothing of lambox ends them (the helper's parent is gone).
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = |p: &u32| std::path::Path::new(&format!("/proc/{p}")).exists();
+    assert!(
+        pids.iter().any(alive),
+        "the environment died with lambox: {pids:?}"
+    );
+    // The next lambox process (any data dir) ends them and removes their cgroups when it
+    // prepares its own (at start: it pre-spawns a helper).
+    let second = Running::start("rust-echo", &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(alive) || !all_cgroups(old).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left: processes {:?}, cgroups {:?}",
+            pids.iter().filter(|p| alive(p)).collect::<Vec<_>>(),
+            all_cgroups(old)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(second.invoke("{}", &[]).0, 200);
 }
