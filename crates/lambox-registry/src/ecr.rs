@@ -3,8 +3,10 @@
 //! DescribeRepositories, DeleteRepository, ListImages, DescribeImages, BatchGetImage and
 //! BatchDeleteImage over the registry's repositories.
 //!
-//! Not yet (issue 5): GetAuthorizationToken and auth, tag immutability enforcement,
-//! PutImageTagMutability, PutImageScanningConfiguration, scanning. Requests are not SigV4-verified.
+//! Also GetAuthorizationToken (see [`crate::auth`]), PutImageTagMutability and
+//! PutImageScanningConfiguration; an IMMUTABLE repository refuses a manifest PUT that would
+//! move an existing tag (`TAG_INVALID`, ECR's message). Not yet: scanning. Requests are not
+//! SigV4-verified.
 //! `repositoryUri` is `<Host header>/<name>`, so it can be pushed to as it is.
 
 use axum::body::Bytes;
@@ -26,7 +28,7 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 pub const ACCOUNT_ID: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reg_ecr_repos (name TEXT PRIMARY KEY,
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reg_ecr_repos (name TEXT PRIMARY KEY,
     tag_mutability TEXT NOT NULL, scan_on_push INTEGER NOT NULL, created_at INTEGER NOT NULL)";
 
 /// An ECR error: `{"__type": code, "message": …}`, status 400.
@@ -140,6 +142,7 @@ struct Input {
     max_results: Option<usize>,
     next_token: Option<String>,
     image_ids: Option<Vec<ImageId>>,
+    image_id: Option<ImageId>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -557,6 +560,156 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 deleted.push(v);
             }
             Ok(json!({ "imageIds": deleted, "failures": failures }))
+        }
+        "StartImageScan" | "DescribeImageScanFindings" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let id = i
+                .image_id
+                .as_ref()
+                .ok_or_else(|| invalid("imageId is required"))?;
+            let row = resolve(reg, name, id)?.ok_or_else(|| {
+                EcrError(
+                    "ImageNotFoundException",
+                    format!(
+                        "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{ACCOUNT_ID}'",
+                        id.describe()
+                    ),
+                )
+            })?;
+            let mut image_id = id.json();
+            image_id["imageDigest"] = json!(row.digest);
+            let digest: lambox_image::Digest = row.digest.parse().map_err(internal)?;
+            if op == "StartImageScan" {
+                reg.start_scan(name, &digest);
+                return Ok(json!({
+                    "registryId": ACCOUNT_ID,
+                    "repositoryName": name,
+                    "imageId": image_id,
+                    "imageScanStatus": { "status": "IN_PROGRESS" },
+                }));
+            }
+            type ScanRow = (String, String, Option<i64>, Option<String>, Option<String>);
+            let scan: Option<ScanRow> = reg
+                .store()
+                .with_db(|db| {
+                    db.query_row(
+                        "SELECT status, description, completed_at, packages, findings
+                         FROM reg_scans WHERE repo = ?1 AND digest = ?2",
+                        params![name, row.digest],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((status, description, completed, packages, found)) = scan else {
+                return Err(EcrError(
+                    "ScanNotFoundException",
+                    format!(
+                        "Image scan does not exist for the image with '{}' in the repository with name '{name}' in the registry with id '{ACCOUNT_ID}'",
+                        id.describe()
+                    ),
+                ));
+            };
+            let mut out = json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageId": image_id,
+                "imageScanStatus": { "status": status, "description": description },
+            });
+            if status == "COMPLETE" {
+                let found: Vec<Value> = found
+                    .as_deref()
+                    .and_then(|f| serde_json::from_str(f).ok())
+                    .unwrap_or_default();
+                let packages: Value = packages
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or(json!([]));
+                let mut counts = serde_json::Map::new();
+                for f in &found {
+                    let s = f["severity"].as_str().unwrap_or("UNDEFINED").to_string();
+                    let n = counts.get(&s).and_then(Value::as_u64).unwrap_or(0);
+                    counts.insert(s, json!(n + 1));
+                }
+                let mut f = json!({
+                    "imageScanCompletedAt": completed,
+                    "findingSeverityCounts": counts,
+                    "findings": found,
+                    // lambox's own member: the package inventory (the aws CLI drops unknown
+                    // members; the raw JSON response carries it).
+                    "lamboxPackages": packages,
+                });
+                if let Some(p) = reg.config().vuln_db.as_deref() {
+                    if let Ok(m) = std::fs::metadata(p).and_then(|m| m.modified()) {
+                        if let Ok(d) = m.duration_since(std::time::UNIX_EPOCH) {
+                            f["vulnerabilitySourceUpdatedAt"] = json!(d.as_secs());
+                        }
+                    }
+                }
+                out["imageScanFindings"] = f;
+            }
+            Ok(out)
+        }
+        "GetAuthorizationToken" => {
+            let ttl = reg.config().token_ttl.as_secs() as i64;
+            let (token, expires_at) = reg
+                .store()
+                .with_db(|db| crate::auth::issue(db, ttl))
+                .map_err(internal)?;
+            Ok(json!({ "authorizationData": [{
+                "authorizationToken": crate::auth::encode(&token),
+                "expiresAt": expires_at,
+                "proxyEndpoint": format!("http://{host}"),
+            }] }))
+        }
+        "PutImageTagMutability" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let mutability = i
+                .image_tag_mutability
+                .as_deref()
+                .ok_or_else(|| invalid("imageTagMutability is required"))?;
+            if !matches!(mutability, "MUTABLE" | "IMMUTABLE") {
+                return Err(invalid(format!(
+                    "imageTagMutability {mutability:?} is not MUTABLE or IMMUTABLE"
+                )));
+            }
+            reg.store()
+                .with_db(|db| {
+                    db.execute(
+                        "UPDATE reg_ecr_repos SET tag_mutability = ?2 WHERE name = ?1",
+                        params![name, mutability],
+                    )
+                })
+                .map_err(internal)?;
+            Ok(json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageTagMutability": mutability,
+            }))
+        }
+        "PutImageScanningConfiguration" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let scan_on_push = i
+                .image_scanning_configuration
+                .as_ref()
+                .ok_or_else(|| invalid("imageScanningConfiguration is required"))?
+                .scan_on_push;
+            reg.store()
+                .with_db(|db| {
+                    db.execute(
+                        "UPDATE reg_ecr_repos SET scan_on_push = ?2 WHERE name = ?1",
+                        params![name, scan_on_push],
+                    )
+                })
+                .map_err(internal)?;
+            Ok(json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageScanningConfiguration": { "scanOnPush": scan_on_push },
+            }))
         }
         other => Err(EcrError(
             "UnknownOperationException",

@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Seconds in-flight work may take to finish after SIGTERM [default: 30]
     #[arg(long, env = "LAMBOX_SHUTDOWN_GRACE")]
     shutdown_grace: Option<u64>,
+    /// Require a token from `aws ecr get-login-password` on the registry's /v2/ API
+    #[arg(long, env = "LAMBOX_REGISTRY_AUTH")]
+    registry_auth: bool,
+    /// OSV JSON export (file or directory) the registry's image scans match packages against
+    #[arg(long, env = "LAMBOX_REGISTRY_VULN_DB")]
+    registry_vuln_db: Option<PathBuf>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -187,6 +193,8 @@ pub fn serve(
     };
 
     let registry_store = store.clone();
+    let registry_auth = args.registry_auth;
+    let registry_vuln_db = args.registry_vuln_db.clone();
     let served = runtime.block_on(async move {
         let lambda = Lambda::new(config, state, images, scheduler);
         let resumed = lambda.resume_events()?;
@@ -208,7 +216,11 @@ pub fn serve(
         // with `X-Amz-Target`); none of the three routers has a fallback, so they merge.
         let registry = lambox_registry::Registry::new(
             registry_store,
-            lambox_registry::RegistryConfig::default(),
+            lambox_registry::RegistryConfig {
+                auth: registry_auth,
+                vuln_db: registry_vuln_db,
+                ..Default::default()
+            },
         );
         registry.spawn_upload_reaper();
         let app = lambox_api::router(lambda.clone())
@@ -279,6 +291,8 @@ mod tests {
             region: None,
             account_concurrency: None,
             shutdown_grace: None,
+            registry_auth: false,
+            registry_vuln_db: None,
             network: NetworkArgs::default(),
         }
     }
