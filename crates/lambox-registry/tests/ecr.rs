@@ -850,3 +850,131 @@ async fn scan_on_push_lists_packages_and_matches_osv() {
         serde_json::json!([])
     );
 }
+
+fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+async fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
+    let d = common::sha256(bytes);
+    let r = common::client()
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201, "push blob");
+    d
+}
+
+/// The scan applies layers in order: a later file replaces an earlier one, a whiteout removes
+/// a package directory, an opaque marker empties a directory; plain and gzip layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_apply_whiteouts_and_later_layers_win() {
+    use std::io::Write;
+    let s = Server::start().await;
+    ecr_raw(
+        &s,
+        "CreateRepository",
+        serde_json::json!({ "repositoryName": "layered" }),
+    )
+    .await;
+    let lower = tar_layer(&[
+        (
+            "var/lib/dpkg/status",
+            b"Package: old-pkg\nStatus: install ok installed\nVersion: 1.0\n",
+        ),
+        (
+            "usr/lib/node_modules/left-pad/package.json",
+            br#"{"name":"left-pad","version":"1.3.0"}"#,
+        ),
+        (
+            "usr/lib/node_modules/@scope/keep/package.json",
+            br#"{"name":"@scope/keep","version":"2.0.0"}"#,
+        ),
+        (
+            "opt/app/x-1.0.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: x\nVersion: 1.0\n\nbody\n",
+        ),
+    ]);
+    let upper = tar_layer(&[
+        (
+            "var/lib/dpkg/status",
+            b"Package: new-pkg\nStatus: install ok installed\nVersion: 2.0\n",
+        ),
+        ("usr/lib/node_modules/.wh.left-pad", b""),
+        ("opt/app/.wh..wh..opq", b""),
+        (
+            "opt/app/y-2.0.dist-info/METADATA",
+            b"Name: y\nVersion: 2.0\n",
+        ),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&upper).expect("gzip");
+    let upper = gz.finish().expect("gzip");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (cd, ld, ud) = (
+        push_blob(&s, "layered", config).await,
+        push_blob(&s, "layered", &lower).await,
+        push_blob(&s, "layered", &upper).await,
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+        "layers": [
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": lower.len() },
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ud, "size": upper.len() },
+        ],
+    });
+    let r = common::client()
+        .put(s.url("/v2/layered/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let req = serde_json::json!({ "repositoryName": "layered", "imageId": { "imageTag": "v1" } });
+    ecr_raw(&s, "StartImageScan", req.clone()).await;
+    let mut v = serde_json::Value::Null;
+    for _ in 0..100 {
+        v = ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
+        if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(v["imageScanStatus"]["status"], "COMPLETE", "{v}");
+    let got: Vec<(String, String, String)> = v["imageScanFindings"]["lamboxPackages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| {
+            (
+                p["ecosystem"].as_str().expect("eco").to_string(),
+                p["name"].as_str().expect("name").to_string(),
+                p["version"].as_str().expect("version").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("Debian", "new-pkg", "2.0"),
+        ("PyPI", "y", "2.0"),
+        ("npm", "@scope/keep", "2.0.0"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want, "{v}");
+}
