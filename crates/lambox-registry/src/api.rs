@@ -634,7 +634,7 @@ async fn get_manifest(
     Ok(resp)
 }
 
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     reg: &Registry,
     name: &RepoName,
     r: &Reference,

@@ -5,8 +5,8 @@
 //!
 //! Also GetAuthorizationToken (see [`crate::auth`]), PutImageTagMutability and
 //! PutImageScanningConfiguration; an IMMUTABLE repository refuses a manifest PUT that would
-//! move an existing tag (`TAG_INVALID`, ECR's message). Not yet: scanning. Requests are not
-//! SigV4-verified.
+//! move an existing tag (`TAG_INVALID`, ECR's message); PutImage (ECR's retag); StartImageScan
+//! and DescribeImageScanFindings (see [`crate::scan`]). Requests are not SigV4-verified.
 //! `repositoryUri` is `<Host header>/<name>`, so it can be pushed to as it is.
 
 use axum::body::Bytes;
@@ -116,6 +116,17 @@ async fn handle(State(reg): State<Registry>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1:4566")
         .to_string();
+    if op == "PutImage" {
+        return match put_image(&reg, input).await {
+            Ok(v) => (
+                StatusCode::OK,
+                [("content-type", CONTENT_TYPE)],
+                v.to_string(),
+            )
+                .into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let op = op.to_string();
     let r = tokio::task::spawn_blocking(move || run(&reg, &op, input, &host)).await;
     match r {
@@ -128,6 +139,114 @@ async fn handle(State(reg): State<Registry>, headers: HeaderMap, body: Bytes) ->
         Ok(Err(e)) => e.into_response(),
         Err(e) => internal(e).into_response(),
     }
+}
+
+/// PutImage: a manifest pushed through the JSON API (ECR's way to retag), stored by the same
+/// code as a `/v2/` manifest PUT, so its checks (blobs present, IMMUTABLE tags) are the same.
+async fn put_image(reg: &Registry, input: Value) -> Result<Value, EcrError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Put {
+        repository_name: Option<String>,
+        image_manifest: Option<String>,
+        image_manifest_media_type: Option<String>,
+        image_tag: Option<String>,
+        image_digest: Option<String>,
+    }
+    let p: Put = serde_json::from_value(input).map_err(|e| invalid(e.to_string()))?;
+    let i = Input {
+        repository_name: p.repository_name.clone(),
+        repository_names: None,
+        image_tag_mutability: None,
+        image_scanning_configuration: None,
+        force: false,
+        max_results: None,
+        next_token: None,
+        image_ids: None,
+        image_id: None,
+    };
+    let name = required_name(&i)?.to_string();
+    let reg2 = reg.clone();
+    let n2 = name.clone();
+    tokio::task::spawn_blocking(move || get_repo(&reg2, &n2))
+        .await
+        .map_err(internal)??
+        .ok_or_else(|| not_found(&name))?;
+    let manifest = p
+        .image_manifest
+        .ok_or_else(|| invalid("imageManifest is required"))?;
+    let digest = lambox_image::Digest::of(manifest.as_bytes()).to_string();
+    if let Some(d) = &p.image_digest {
+        if d != &digest {
+            return Err(EcrError(
+                "ImageDigestDoesNotMatchException",
+                format!("imageDigest {d} does not match the manifest's digest {digest}"),
+            ));
+        }
+    }
+    let reference = p.image_tag.clone().unwrap_or_else(|| digest.clone());
+    let repo = crate::wire::RepoName::parse(&name).map_err(|e| invalid(e.message))?;
+    let r = crate::wire::Reference::parse(&reference).map_err(|e| invalid(e.message))?;
+    // The same manifest under the same tag again: ECR says ImageAlreadyExistsException.
+    if let Some(tag) = &p.image_tag {
+        let id = ImageId {
+            image_digest: None,
+            image_tag: Some(tag.clone()),
+        };
+        let (reg2, n2) = (reg.clone(), name.clone());
+        let current = tokio::task::spawn_blocking(move || resolve(&reg2, &n2, &id))
+            .await
+            .map_err(internal)??;
+        if current.is_some_and(|c| c.digest == digest) {
+            return Err(EcrError(
+                "ImageAlreadyExistsException",
+                format!(
+                    "Image with digest '{digest}' and tag '{tag}' already exists in the repository with name '{name}' in registry with id '{ACCOUNT_ID}'"
+                ),
+            ));
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(mt) = &p.image_manifest_media_type {
+        if let Ok(v) = http::HeaderValue::from_str(mt) {
+            headers.insert(http::header::CONTENT_TYPE, v);
+        }
+    }
+    let body = axum::body::Body::from(manifest.clone());
+    match crate::api::put_manifest(reg, &repo, &r, &headers, body).await {
+        Ok(_) => {}
+        Err(e) => {
+            use crate::error::Code;
+            let kind = match e.code {
+                Code::TagInvalid => "ImageTagAlreadyExistsException",
+                Code::ManifestBlobUnknown => "LayersNotFoundException",
+                Code::Unknown => "ServerException",
+                _ => "InvalidParameterException",
+            };
+            return Err(EcrError(kind, e.message));
+        }
+    }
+    let (reg2, n2, d2) = (reg.clone(), name.clone(), digest.clone());
+    let media_type = tokio::task::spawn_blocking(move || {
+        reg2.store()
+            .with_db(|db| meta::manifest_by_digest(db, &n2, &d2))
+            .map_err(internal)
+    })
+    .await
+    .map_err(internal)??
+    .map(|m| m.media_type)
+    .unwrap_or_default();
+    let mut image_id = json!({ "imageDigest": digest });
+    if let Some(t) = &p.image_tag {
+        image_id["imageTag"] = json!(t);
+    }
+    Ok(json!({ "image": {
+        "registryId": ACCOUNT_ID,
+        "repositoryName": name,
+        "imageId": image_id,
+        "imageManifest": manifest,
+        "imageManifestMediaType": media_type,
+    } }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -978,3 +978,97 @@ async fn scans_apply_whiteouts_and_later_layers_win() {
     .collect();
     assert_eq!(got, want, "{v}");
 }
+
+/// PutImage (ECR's retag) with the aws CLI: a new tag for a pushed manifest; the same again is
+/// ImageAlreadyExistsException; moving a tag of an IMMUTABLE repository is
+/// ImageTagAlreadyExistsException; a manifest naming a missing layer is LayersNotFoundException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_image_retags_as_ecr_does() {
+    let s = Server::start().await;
+    aws_ok(
+        &s,
+        &[
+            "create-repository",
+            "--repository-name",
+            "retag",
+            "--image-tag-mutability",
+            "IMMUTABLE",
+        ],
+    )
+    .await;
+    let (ok, out) = skopeo_push(&s, "busybox", "oci", "retag:v1", None).await;
+    assert!(ok, "{out}");
+    let (ok, out) = skopeo_push(&s, "busybox", "v2s2", "retag:v2", None).await;
+    assert!(ok, "{out}");
+    let get = |tag: &'static str| {
+        let s = &s;
+        async move {
+            let v = aws_ok(
+                s,
+                &[
+                    "batch-get-image",
+                    "--repository-name",
+                    "retag",
+                    "--image-ids",
+                    &format!("imageTag={tag}"),
+                ],
+            )
+            .await;
+            (
+                v["images"][0]["imageManifest"]
+                    .as_str()
+                    .expect("manifest")
+                    .to_string(),
+                v["images"][0]["imageManifestMediaType"]
+                    .as_str()
+                    .expect("type")
+                    .to_string(),
+                v["images"][0]["imageId"]["imageDigest"]
+                    .as_str()
+                    .expect("digest")
+                    .to_string(),
+            )
+        }
+    };
+    let (m1, t1, d1) = get("v1").await;
+    let put = |manifest: String, media_type: String, tag: &'static str| {
+        let s = &s;
+        async move {
+            aws(
+                s,
+                &[
+                    "put-image",
+                    "--repository-name",
+                    "retag",
+                    "--image-tag",
+                    tag,
+                    "--image-manifest",
+                    &manifest,
+                    "--image-manifest-media-type",
+                    &media_type,
+                ],
+            )
+            .await
+        }
+    };
+    let (ok, out, err) = put(m1.clone(), t1.clone(), "release").await;
+    assert!(ok, "put-image: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["image"]["imageId"]["imageDigest"], d1.as_str());
+    assert_eq!(v["image"]["imageId"]["imageTag"], "release");
+    let (_, _, d) = get("release").await;
+    assert_eq!(d, d1, "the new tag names the same manifest");
+    let (ok, _, err) = put(m1.clone(), t1.clone(), "release").await;
+    assert!(!ok && err.contains("ImageAlreadyExistsException"), "{err}");
+    let (m2, t2, _) = get("v2").await;
+    let (ok, _, err) = put(m2, t2, "v1").await;
+    assert!(
+        !ok && err.contains("ImageTagAlreadyExistsException"),
+        "{err}"
+    );
+    assert!(err.contains("immutable"), "{err}");
+    let mut bad: serde_json::Value = serde_json::from_str(&m1).expect("json");
+    bad["layers"][0]["digest"] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    let (ok, _, err) = put(bad.to_string(), t1, "broken").await;
+    assert!(!ok && err.contains("LayersNotFoundException"), "{err}");
+}
