@@ -141,6 +141,17 @@ async fn handle(State(reg): State<Registry>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
+/// `{"HIGH": n, …}` over findings.
+fn severity_counts(found: &[Value]) -> serde_json::Map<String, Value> {
+    let mut counts = serde_json::Map::new();
+    for f in found {
+        let s = f["severity"].as_str().unwrap_or("UNDEFINED").to_string();
+        let n = counts.get(&s).and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(s, json!(n + 1));
+    }
+    counts
+}
+
 /// PutImage: a manifest pushed through the JSON API (ECR's way to retag), stored by the same
 /// code as a `/v2/` manifest PUT, so its checks (blobs present, IMMUTABLE tags) are the same.
 async fn put_image(reg: &Registry, input: Value) -> Result<Value, EcrError> {
@@ -492,7 +503,7 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
             reg.store()
                 .with_db(|db| {
                     let tx = db.transaction()?;
-                    for t in ["reg_tags", "reg_manifests", "reg_blobs"] {
+                    for t in ["reg_tags", "reg_manifests", "reg_blobs", "reg_scans"] {
                         tx.execute(&format!("DELETE FROM {t} WHERE repo = ?1"), params![name])?;
                     }
                     tx.execute("DELETE FROM reg_repos WHERE name = ?1", params![name])?;
@@ -604,6 +615,32 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 }
                 if let Some(a) = &row.artifact_type {
                     d["artifactMediaType"] = json!(a);
+                }
+                let (n2, d2) = (name.to_string(), row.digest.clone());
+                let scan: Option<(String, String, Option<i64>, Option<String>)> = reg
+                    .store()
+                    .with_db(move |db| {
+                        db.query_row(
+                            "SELECT status, description, completed_at, findings FROM reg_scans
+                             WHERE repo = ?1 AND digest = ?2",
+                            params![n2, d2],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .optional()
+                    })
+                    .map_err(internal)?;
+                if let Some((status, description, completed, found)) = scan {
+                    d["imageScanStatus"] = json!({ "status": status, "description": description });
+                    if status == "COMPLETE" {
+                        let found: Vec<Value> = found
+                            .as_deref()
+                            .and_then(|f| serde_json::from_str(f).ok())
+                            .unwrap_or_default();
+                        d["imageScanFindingsSummary"] = json!({
+                            "imageScanCompletedAt": completed,
+                            "findingSeverityCounts": severity_counts(&found),
+                        });
+                    }
                 }
                 details.push(d);
             }
@@ -745,12 +782,7 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                     .as_deref()
                     .and_then(|p| serde_json::from_str(p).ok())
                     .unwrap_or(json!([]));
-                let mut counts = serde_json::Map::new();
-                for f in &found {
-                    let s = f["severity"].as_str().unwrap_or("UNDEFINED").to_string();
-                    let n = counts.get(&s).and_then(Value::as_u64).unwrap_or(0);
-                    counts.insert(s, json!(n + 1));
-                }
+                let counts = severity_counts(&found);
                 let mut f = json!({
                     "imageScanCompletedAt": completed,
                     "findingSeverityCounts": counts,

@@ -800,6 +800,15 @@ async fn scan_on_push_lists_packages_and_matches_osv() {
     .await;
     assert_eq!(v["imageScanStatus"]["status"], "COMPLETE");
     assert_eq!(v["imageScanFindings"]["findings"][0]["name"], "TEST-RIC-1");
+    v = aws_ok(&s, &["describe-images", "--repository-name", "scanned"]).await;
+    assert_eq!(
+        v["imageDetails"][0]["imageScanStatus"]["status"],
+        "COMPLETE"
+    );
+    assert_eq!(
+        v["imageDetails"][0]["imageScanFindingsSummary"]["findingSeverityCounts"],
+        serde_json::json!({ "HIGH": 1 })
+    );
 
     // Without scanOnPush there is no scan until StartImageScan.
     let (ok, out) = skopeo_push(&s, "busybox", "oci", "plain:latest", None).await;
