@@ -79,6 +79,9 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    if reg.config().auth {
+        check_auth(reg, headers).await?;
+    }
     let raw = uri.path().strip_prefix("/v2").unwrap_or("");
     let raw = raw.strip_prefix('/').unwrap_or(raw);
     let rest = percent_decode_str(raw)
@@ -127,6 +130,29 @@ async fn handle(
             Method::GET => referrers(reg, &name, &d, &q).await,
             _ => Err(unsupported(method, "the referrers API")),
         },
+    }
+}
+
+/// With auth on: the request's Basic credentials must carry a valid, unexpired token.
+async fn check_auth(reg: &Registry, headers: &HeaderMap) -> ApiResult<()> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let Some(token) = crate::auth::basic_token(headers) else {
+        return Err(crate::auth::challenge(
+            &host,
+            "authentication required: log in with user AWS and the password from `aws ecr get-login-password`",
+        ));
+    };
+    if db(reg, move |db| crate::auth::valid(db, &token)).await? {
+        Ok(())
+    } else {
+        Err(crate::auth::challenge(
+            &host,
+            "the authorization token is invalid or has expired: log in again",
+        ))
     }
 }
 
@@ -608,7 +634,7 @@ async fn get_manifest(
     Ok(resp)
 }
 
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     reg: &Registry,
     name: &RepoName,
     r: &Reference,
@@ -722,6 +748,19 @@ async fn put_manifest(
     );
     tokio::task::spawn_blocking(move || {
         reg2.committing(|store| {
+            // An IMMUTABLE repository (ECR) keeps a tag on its manifest: checked under the
+            // commit lock, so two pushes of one tag cannot both pass.
+            if let Some(t) = tag.as_deref() {
+                let moved = store.with_db(|db| meta::immutable_tag_moves(db, &repo, t, &d))?;
+                if moved {
+                    return Ok(Err(ApiError::new(
+                        Code::TagInvalid,
+                        format!(
+                            "The image tag '{t}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
+                        ),
+                    )));
+                }
+            }
             store.write_blob(&d, &bytes)?;
             store.with_db(|db| {
                 meta::put_manifest(
@@ -738,10 +777,27 @@ async fn put_manifest(
                     },
                 )
             })
+            .map(Ok)
         })
     })
     .await
-    .map_err(ApiError::internal)??;
+    .map_err(ApiError::internal)???;
+    if kind == Kind::Image {
+        let repo = name.to_string();
+        let scan = db(reg, move |db| {
+            use rusqlite::OptionalExtension;
+            db.query_row(
+                "SELECT scan_on_push FROM reg_ecr_repos WHERE name = ?1",
+                [repo],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+        })
+        .await?;
+        if scan == Some(1) {
+            reg.start_scan(&name.to_string(), &digest);
+        }
+    }
     let mut hs = vec![
         ("location", hv(&format!("/v2/{name}/manifests/{digest}"))),
         (CONTENT_DIGEST_HEADER, hv(&digest.to_string())),

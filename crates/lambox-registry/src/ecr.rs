@@ -3,8 +3,10 @@
 //! DescribeRepositories, DeleteRepository, ListImages, DescribeImages, BatchGetImage and
 //! BatchDeleteImage over the registry's repositories.
 //!
-//! Not yet (issue 5): GetAuthorizationToken and auth, tag immutability enforcement,
-//! PutImageTagMutability, PutImageScanningConfiguration, scanning. Requests are not SigV4-verified.
+//! Also GetAuthorizationToken (see [`crate::auth`]), PutImageTagMutability and
+//! PutImageScanningConfiguration; an IMMUTABLE repository refuses a manifest PUT that would
+//! move an existing tag (`TAG_INVALID`, ECR's message); PutImage (ECR's retag); StartImageScan
+//! and DescribeImageScanFindings (see [`crate::scan`]). Requests are not SigV4-verified.
 //! `repositoryUri` is `<Host header>/<name>`, so it can be pushed to as it is.
 
 use axum::body::Bytes;
@@ -26,7 +28,7 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 pub const ACCOUNT_ID: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reg_ecr_repos (name TEXT PRIMARY KEY,
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reg_ecr_repos (name TEXT PRIMARY KEY,
     tag_mutability TEXT NOT NULL, scan_on_push INTEGER NOT NULL, created_at INTEGER NOT NULL)";
 
 /// An ECR error: `{"__type": code, "message": …}`, status 400.
@@ -114,6 +116,17 @@ async fn handle(State(reg): State<Registry>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1:4566")
         .to_string();
+    if op == "PutImage" {
+        return match put_image(&reg, input).await {
+            Ok(v) => (
+                StatusCode::OK,
+                [("content-type", CONTENT_TYPE)],
+                v.to_string(),
+            )
+                .into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let op = op.to_string();
     let r = tokio::task::spawn_blocking(move || run(&reg, &op, input, &host)).await;
     match r {
@@ -128,6 +141,125 @@ async fn handle(State(reg): State<Registry>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
+/// `{"HIGH": n, …}` over findings.
+fn severity_counts(found: &[Value]) -> serde_json::Map<String, Value> {
+    let mut counts = serde_json::Map::new();
+    for f in found {
+        let s = f["severity"].as_str().unwrap_or("UNDEFINED").to_string();
+        let n = counts.get(&s).and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(s, json!(n + 1));
+    }
+    counts
+}
+
+/// PutImage: a manifest pushed through the JSON API (ECR's way to retag), stored by the same
+/// code as a `/v2/` manifest PUT, so its checks (blobs present, IMMUTABLE tags) are the same.
+async fn put_image(reg: &Registry, input: Value) -> Result<Value, EcrError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Put {
+        repository_name: Option<String>,
+        image_manifest: Option<String>,
+        image_manifest_media_type: Option<String>,
+        image_tag: Option<String>,
+        image_digest: Option<String>,
+    }
+    let p: Put = serde_json::from_value(input).map_err(|e| invalid(e.to_string()))?;
+    let i = Input {
+        repository_name: p.repository_name.clone(),
+        repository_names: None,
+        image_tag_mutability: None,
+        image_scanning_configuration: None,
+        force: false,
+        max_results: None,
+        next_token: None,
+        image_ids: None,
+        image_id: None,
+    };
+    let name = required_name(&i)?.to_string();
+    let reg2 = reg.clone();
+    let n2 = name.clone();
+    tokio::task::spawn_blocking(move || get_repo(&reg2, &n2))
+        .await
+        .map_err(internal)??
+        .ok_or_else(|| not_found(&name))?;
+    let manifest = p
+        .image_manifest
+        .ok_or_else(|| invalid("imageManifest is required"))?;
+    let digest = lambox_image::Digest::of(manifest.as_bytes()).to_string();
+    if let Some(d) = &p.image_digest {
+        if d != &digest {
+            return Err(EcrError(
+                "ImageDigestDoesNotMatchException",
+                format!("imageDigest {d} does not match the manifest's digest {digest}"),
+            ));
+        }
+    }
+    let reference = p.image_tag.clone().unwrap_or_else(|| digest.clone());
+    let repo = crate::wire::RepoName::parse(&name).map_err(|e| invalid(e.message))?;
+    let r = crate::wire::Reference::parse(&reference).map_err(|e| invalid(e.message))?;
+    // The same manifest under the same tag again: ECR says ImageAlreadyExistsException.
+    if let Some(tag) = &p.image_tag {
+        let id = ImageId {
+            image_digest: None,
+            image_tag: Some(tag.clone()),
+        };
+        let (reg2, n2) = (reg.clone(), name.clone());
+        let current = tokio::task::spawn_blocking(move || resolve(&reg2, &n2, &id))
+            .await
+            .map_err(internal)??;
+        if current.is_some_and(|c| c.digest == digest) {
+            return Err(EcrError(
+                "ImageAlreadyExistsException",
+                format!(
+                    "Image with digest '{digest}' and tag '{tag}' already exists in the repository with name '{name}' in registry with id '{ACCOUNT_ID}'"
+                ),
+            ));
+        }
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(mt) = &p.image_manifest_media_type {
+        if let Ok(v) = http::HeaderValue::from_str(mt) {
+            headers.insert(http::header::CONTENT_TYPE, v);
+        }
+    }
+    let body = axum::body::Body::from(manifest.clone());
+    match crate::api::put_manifest(reg, &repo, &r, &headers, body).await {
+        Ok(_) => {}
+        Err(e) => {
+            use crate::error::Code;
+            let kind = match e.code {
+                Code::TagInvalid => "ImageTagAlreadyExistsException",
+                Code::ManifestBlobUnknown => "LayersNotFoundException",
+                Code::Unknown => "ServerException",
+                _ => "InvalidParameterException",
+            };
+            return Err(EcrError(kind, e.message));
+        }
+    }
+    let (reg2, n2, d2) = (reg.clone(), name.clone(), digest.clone());
+    let media_type = tokio::task::spawn_blocking(move || {
+        reg2.store()
+            .with_db(|db| meta::manifest_by_digest(db, &n2, &d2))
+            .map_err(internal)
+    })
+    .await
+    .map_err(internal)??
+    .map(|m| m.media_type)
+    .unwrap_or_default();
+    let mut image_id = json!({ "imageDigest": digest });
+    if let Some(t) = &p.image_tag {
+        image_id["imageTag"] = json!(t);
+    }
+    Ok(json!({ "image": {
+        "registryId": ACCOUNT_ID,
+        "repositoryName": name,
+        "imageId": image_id,
+        "imageManifest": manifest,
+        "imageManifestMediaType": media_type,
+    } }))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Input {
@@ -140,6 +272,7 @@ struct Input {
     max_results: Option<usize>,
     next_token: Option<String>,
     image_ids: Option<Vec<ImageId>>,
+    image_id: Option<ImageId>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,7 +503,7 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
             reg.store()
                 .with_db(|db| {
                     let tx = db.transaction()?;
-                    for t in ["reg_tags", "reg_manifests", "reg_blobs"] {
+                    for t in ["reg_tags", "reg_manifests", "reg_blobs", "reg_scans"] {
                         tx.execute(&format!("DELETE FROM {t} WHERE repo = ?1"), params![name])?;
                     }
                     tx.execute("DELETE FROM reg_repos WHERE name = ?1", params![name])?;
@@ -483,6 +616,32 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 if let Some(a) = &row.artifact_type {
                     d["artifactMediaType"] = json!(a);
                 }
+                let (n2, d2) = (name.to_string(), row.digest.clone());
+                let scan: Option<(String, String, Option<i64>, Option<String>)> = reg
+                    .store()
+                    .with_db(move |db| {
+                        db.query_row(
+                            "SELECT status, description, completed_at, findings FROM reg_scans
+                             WHERE repo = ?1 AND digest = ?2",
+                            params![n2, d2],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .optional()
+                    })
+                    .map_err(internal)?;
+                if let Some((status, description, completed, found)) = scan {
+                    d["imageScanStatus"] = json!({ "status": status, "description": description });
+                    if status == "COMPLETE" {
+                        let found: Vec<Value> = found
+                            .as_deref()
+                            .and_then(|f| serde_json::from_str(f).ok())
+                            .unwrap_or_default();
+                        d["imageScanFindingsSummary"] = json!({
+                            "imageScanCompletedAt": completed,
+                            "findingSeverityCounts": severity_counts(&found),
+                        });
+                    }
+                }
                 details.push(d);
             }
             Ok(json!({ "imageDetails": details }))
@@ -557,6 +716,151 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 deleted.push(v);
             }
             Ok(json!({ "imageIds": deleted, "failures": failures }))
+        }
+        "StartImageScan" | "DescribeImageScanFindings" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let id = i
+                .image_id
+                .as_ref()
+                .ok_or_else(|| invalid("imageId is required"))?;
+            let row = resolve(reg, name, id)?.ok_or_else(|| {
+                EcrError(
+                    "ImageNotFoundException",
+                    format!(
+                        "The image with imageId {} does not exist within the repository with name '{name}' in the registry with id '{ACCOUNT_ID}'",
+                        id.describe()
+                    ),
+                )
+            })?;
+            let mut image_id = id.json();
+            image_id["imageDigest"] = json!(row.digest);
+            let digest: lambox_image::Digest = row.digest.parse().map_err(internal)?;
+            if op == "StartImageScan" {
+                reg.start_scan(name, &digest);
+                return Ok(json!({
+                    "registryId": ACCOUNT_ID,
+                    "repositoryName": name,
+                    "imageId": image_id,
+                    "imageScanStatus": { "status": "IN_PROGRESS" },
+                }));
+            }
+            type ScanRow = (String, String, Option<i64>, Option<String>, Option<String>);
+            let scan: Option<ScanRow> = reg
+                .store()
+                .with_db(|db| {
+                    db.query_row(
+                        "SELECT status, description, completed_at, packages, findings
+                         FROM reg_scans WHERE repo = ?1 AND digest = ?2",
+                        params![name, row.digest],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((status, description, completed, packages, found)) = scan else {
+                return Err(EcrError(
+                    "ScanNotFoundException",
+                    format!(
+                        "Image scan does not exist for the image with '{}' in the repository with name '{name}' in the registry with id '{ACCOUNT_ID}'",
+                        id.describe()
+                    ),
+                ));
+            };
+            let mut out = json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageId": image_id,
+                "imageScanStatus": { "status": status, "description": description },
+            });
+            if status == "COMPLETE" {
+                let found: Vec<Value> = found
+                    .as_deref()
+                    .and_then(|f| serde_json::from_str(f).ok())
+                    .unwrap_or_default();
+                let packages: Value = packages
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or(json!([]));
+                let counts = severity_counts(&found);
+                let mut f = json!({
+                    "imageScanCompletedAt": completed,
+                    "findingSeverityCounts": counts,
+                    "findings": found,
+                    // lambox's own member: the package inventory (the aws CLI drops unknown
+                    // members; the raw JSON response carries it).
+                    "lamboxPackages": packages,
+                });
+                if let Some(p) = reg.config().vuln_db.as_deref() {
+                    if let Ok(m) = std::fs::metadata(p).and_then(|m| m.modified()) {
+                        if let Ok(d) = m.duration_since(std::time::UNIX_EPOCH) {
+                            f["vulnerabilitySourceUpdatedAt"] = json!(d.as_secs());
+                        }
+                    }
+                }
+                out["imageScanFindings"] = f;
+            }
+            Ok(out)
+        }
+        "GetAuthorizationToken" => {
+            let ttl = reg.config().token_ttl.as_secs() as i64;
+            let (token, expires_at) = reg
+                .store()
+                .with_db(|db| crate::auth::issue(db, ttl))
+                .map_err(internal)?;
+            Ok(json!({ "authorizationData": [{
+                "authorizationToken": crate::auth::encode(&token),
+                "expiresAt": expires_at,
+                "proxyEndpoint": format!("http://{host}"),
+            }] }))
+        }
+        "PutImageTagMutability" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let mutability = i
+                .image_tag_mutability
+                .as_deref()
+                .ok_or_else(|| invalid("imageTagMutability is required"))?;
+            if !matches!(mutability, "MUTABLE" | "IMMUTABLE") {
+                return Err(invalid(format!(
+                    "imageTagMutability {mutability:?} is not MUTABLE or IMMUTABLE"
+                )));
+            }
+            reg.store()
+                .with_db(|db| {
+                    db.execute(
+                        "UPDATE reg_ecr_repos SET tag_mutability = ?2 WHERE name = ?1",
+                        params![name, mutability],
+                    )
+                })
+                .map_err(internal)?;
+            Ok(json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageTagMutability": mutability,
+            }))
+        }
+        "PutImageScanningConfiguration" => {
+            let name = required_name(&i)?;
+            get_repo(reg, name)?.ok_or_else(|| not_found(name))?;
+            let scan_on_push = i
+                .image_scanning_configuration
+                .as_ref()
+                .ok_or_else(|| invalid("imageScanningConfiguration is required"))?
+                .scan_on_push;
+            reg.store()
+                .with_db(|db| {
+                    db.execute(
+                        "UPDATE reg_ecr_repos SET scan_on_push = ?2 WHERE name = ?1",
+                        params![name, scan_on_push],
+                    )
+                })
+                .map_err(internal)?;
+            Ok(json!({
+                "registryId": ACCOUNT_ID,
+                "repositoryName": name,
+                "imageScanningConfiguration": { "scanOnPush": scan_on_push },
+            }))
         }
         other => Err(EcrError(
             "UnknownOperationException",

@@ -23,9 +23,11 @@ use axum::Router;
 use lambox_image::store::Store;
 
 mod api;
+pub mod auth;
 pub mod ecr;
 pub mod error;
 pub mod meta;
+pub mod scan;
 pub mod source;
 pub mod upload;
 pub mod wire;
@@ -37,12 +39,23 @@ pub use error::{ApiError, Code};
 pub struct RegistryConfig {
     /// An upload session idle this long is removed with its bytes.
     pub upload_timeout: Duration,
+    /// Require a token from ECR's `GetAuthorizationToken` on every `/v2/` request (see
+    /// [`auth`]). Off by default: `lambox serve` listens on loopback and its Lambda API is
+    /// not authenticated either.
+    pub auth: bool,
+    /// How long a token is valid (ECR: 12 hours).
+    pub token_ttl: Duration,
+    /// An OSV JSON export (file or directory of `*.json`) scans match packages against.
+    pub vuln_db: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             upload_timeout: Duration::from_secs(3600),
+            auth: false,
+            token_ttl: Duration::from_secs(12 * 3600),
+            vuln_db: None,
         }
     }
 }
@@ -66,6 +79,13 @@ struct Inner {
 
 impl Registry {
     pub fn new(store: Arc<Store>, config: RegistryConfig) -> Self {
+        if let Err(e) = store.with_db(|db| {
+            db.execute_batch(auth::SCHEMA)?;
+            db.execute_batch(scan::SCHEMA)?;
+            db.execute_batch(ecr::SCHEMA)
+        }) {
+            tracing::error!("registry: create tables: {e}");
+        }
         Registry {
             inner: Arc::new(Inner {
                 store,
@@ -99,6 +119,32 @@ impl Registry {
         let _one = self.inner.commit.lock().unwrap_or_else(|p| p.into_inner());
         let _guard = self.inner.store.lock(false)?;
         f(&self.inner.store)
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    /// Scan an image of a repository in the background (see [`scan`]); its row says
+    /// `IN_PROGRESS` until it is done.
+    pub fn start_scan(&self, repo: &str, digest: &lambox_image::Digest) {
+        let (reg, repo, digest) = (self.clone(), repo.to_string(), digest.clone());
+        let store = reg.inner.store.clone();
+        let _ = store.with_db(|db| {
+            db.execute(
+                "INSERT OR REPLACE INTO reg_scans (repo, digest, status, description)
+                 VALUES (?1, ?2, 'IN_PROGRESS', 'The scan is in progress.')",
+                rusqlite::params![repo, digest.to_string()],
+            )
+        });
+        tokio::task::spawn_blocking(move || {
+            scan::run_and_record(
+                reg.store(),
+                reg.inner.config.vuln_db.as_deref(),
+                &repo,
+                &digest,
+            )
+        });
     }
 
     /// Upload sessions in progress.

@@ -153,6 +153,24 @@ pub fn put_manifest(db: &mut Connection, m: &NewManifest<'_>) -> rusqlite::Resul
     tx.commit()
 }
 
+/// Whether pushing `digest` as `tag` would move the tag of an IMMUTABLE (ECR) repository.
+pub fn immutable_tag_moves(
+    db: &Connection,
+    repo: &str,
+    tag: &str,
+    digest: &Digest,
+) -> rusqlite::Result<bool> {
+    let current: Option<String> = db
+        .query_row(
+            "SELECT t.digest FROM reg_tags t JOIN reg_ecr_repos e ON e.name = t.repo
+             WHERE t.repo = ?1 AND t.tag = ?2 AND e.tag_mutability = 'IMMUTABLE'",
+            params![repo, tag],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(current.is_some_and(|c| c != digest.to_string()))
+}
+
 /// Delete a manifest and every tag pointing at it. Returns whether it existed.
 pub fn delete_manifest(db: &mut Connection, repo: &str, digest: &Digest) -> rusqlite::Result<bool> {
     let tx = db.transaction()?;

@@ -121,6 +121,7 @@ async fn interrupted_monolithic_upload_stores_nothing_and_a_retry_succeeds() {
 async fn abandoned_sessions_expire_with_their_bytes() {
     let s = Server::start_with(RegistryConfig {
         upload_timeout: Duration::from_millis(300),
+        ..RegistryConfig::default()
     })
     .await;
     let c = client();

@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// Multiplies Lambda's async timings (retries after 1 and 2 minutes, event ages), for tests [default: 1]
     #[arg(long, env = "LAMBOX_ASYNC_RETRY_DELAY_SCALE")]
     async_retry_delay_scale: Option<f64>,
+    /// Require a token from `aws ecr get-login-password` on the registry's /v2/ API
+    #[arg(long, env = "LAMBOX_REGISTRY_AUTH")]
+    registry_auth: bool,
+    /// OSV JSON export (file or directory) the registry's image scans match packages against
+    #[arg(long, env = "LAMBOX_REGISTRY_VULN_DB")]
+    registry_vuln_db: Option<PathBuf>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -221,6 +227,8 @@ pub fn serve(
     };
 
     let registry_store = store.clone();
+    let registry_auth = args.registry_auth;
+    let registry_vuln_db = args.registry_vuln_db.clone();
     let served = runtime.block_on(async move {
         let lambda = Lambda::new(config, state, images, scheduler);
         let resumed = lambda.resume_events()?;
@@ -231,18 +239,27 @@ pub fn serve(
             .await
             .with_context(|| format!("listen on {}", settings.listen))?;
         eprintln!(
-            "lambox: Lambda API, registry (/v2/) and ECR API on http://{} (account {}, region {}, data {}); requests are not authenticated: any credentials are accepted",
+            "lambox: Lambda API, registry (/v2/) and ECR API on http://{} (account {}, region {}, data {}); {}",
             settings.listen,
             settings.account_id,
             settings.region,
-            settings.data_dir.display()
+            settings.data_dir.display(),
+            if registry_auth {
+                "the Lambda and ECR APIs accept any credentials; /v2/ needs a token from GetAuthorizationToken"
+            } else {
+                "requests are not authenticated: any credentials are accepted"
+            }
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // One port: the Lambda API, the registry's `/v2/` API and the ECR JSON API (`POST /`
         // with `X-Amz-Target`); none of the three routers has a fallback, so they merge.
         let registry = lambox_registry::Registry::new(
             registry_store,
-            lambox_registry::RegistryConfig::default(),
+            lambox_registry::RegistryConfig {
+                auth: registry_auth,
+                vuln_db: registry_vuln_db,
+                ..Default::default()
+            },
         );
         registry.spawn_upload_reaper();
         let app = lambox_api::router(lambda.clone())
@@ -434,6 +451,8 @@ mod tests {
             shutdown_grace: None,
             idle_timeout: None,
             async_retry_delay_scale: None,
+            registry_auth: false,
+            registry_vuln_db: None,
             network: NetworkArgs::default(),
         }
     }

@@ -1,0 +1,417 @@
+//! Image scanning: the package inventory of a pushed image, and — when a local vulnerability
+//! database (an OSV JSON export) is configured — the findings that match it.
+//!
+//! The layers are read from the store's blobs in order, as tar streams (gzip, zstd or plain);
+//! a later layer's file replaces an earlier one's, a whiteout (`.wh.NAME`) removes a path and
+//! everything under it, an opaque marker (`.wh..wh..opq`) removes what lower layers had in
+//! its directory. Databases read:
+//! - dpkg: `var/lib/dpkg/status` (installed stanzas) and `var/lib/dpkg/status.d/*`;
+//! - apk: `lib/apk/db/installed`;
+//! - Python: `…/NAME-VERSION.dist-info/METADATA` (`Name:` and `Version:`);
+//! - npm: `…/node_modules/NAME/package.json` and `…/node_modules/@SCOPE/NAME/package.json`.
+//!
+//! The rpm database (Berkeley DB / SQLite / ndb) is not read. Nothing is invented: a finding
+//! exists only when an OSV record names the package's ecosystem and name and lists its version
+//! in `versions` or puts it in an `ECOSYSTEM`/`SEMVER` range (compared segment by segment:
+//! numbers numerically, other text bytewise — not dpkg's or PEP 440's full rules).
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use lambox_image::manifest::Compression;
+use lambox_image::store::Store;
+use lambox_image::Digest;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Package {
+    /// OSV ecosystem: `Debian`, `Alpine`, `PyPI`, `npm`.
+    pub ecosystem: String,
+    pub name: String,
+    pub version: String,
+    /// The file it was found in, inside the image.
+    pub path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("scan: {0}")]
+    Store(#[from] lambox_image::Error),
+    #[error("scan: read layer {0}: {1}")]
+    Layer(String, std::io::Error),
+    #[error("scan: manifest {0}: {1}")]
+    Manifest(String, String),
+    #[error("scan: vulnerability database {0}: {1}")]
+    Database(String, String),
+}
+
+/// Files whose content the scanner parses.
+fn interesting(path: &str) -> bool {
+    path == "var/lib/dpkg/status"
+        || path.starts_with("var/lib/dpkg/status.d/")
+        || path == "lib/apk/db/installed"
+        || (path.ends_with("/METADATA") && path.contains(".dist-info/"))
+        || (path.ends_with("/package.json") && npm_name(path).is_some())
+}
+
+/// `…/node_modules/NAME/package.json` or `…/node_modules/@S/NAME/package.json`.
+fn npm_name(path: &str) -> Option<()> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let n = parts.len();
+    (n >= 3 && parts[n - 3] == "node_modules"
+        || n >= 4 && parts[n - 4] == "node_modules" && parts[n - 3].starts_with('@'))
+    .then_some(())
+}
+
+fn normal(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    s.trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The image's files the scanner cares about, after applying every layer in order.
+fn merged_files(store: &Store, manifest: &Digest) -> Result<BTreeMap<String, Vec<u8>>, ScanError> {
+    let bytes = store.read_blob(manifest)?;
+    let m: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ScanError::Manifest(manifest.to_string(), e.to_string()))?;
+    let layers = m["layers"].as_array().ok_or_else(|| {
+        ScanError::Manifest(
+            manifest.to_string(),
+            "not an image manifest (no layers)".into(),
+        )
+    })?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for l in layers {
+        let d: Digest =
+            l["digest"].as_str().unwrap_or("").parse().map_err(|_| {
+                ScanError::Manifest(manifest.to_string(), "bad layer digest".into())
+            })?;
+        let err = |e: std::io::Error| ScanError::Layer(d.to_string(), e);
+        let mut f = BufReader::new(std::fs::File::open(store.blob_path(&d)).map_err(err)?);
+        let mut head = [0u8; 4];
+        let n = f.read(&mut head).map_err(err)?;
+        let replay = std::io::Cursor::new(head[..n].to_vec()).chain(f);
+        let reader: Box<dyn Read> = match Compression::sniff(&head[..n]) {
+            Compression::None => Box::new(replay),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(replay)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(replay).map_err(err)?),
+        };
+        let mut removed: Vec<(String, bool)> = Vec::new(); // (path, opaque dir)
+        let mut added: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut ar = tar::Archive::new(reader);
+        for e in ar.entries().map_err(err)? {
+            let mut e = e.map_err(err)?;
+            let path = normal(&e.path().map_err(err)?);
+            let (dir, base) = match path.rsplit_once('/') {
+                Some((d, b)) => (format!("{d}/"), b.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if base == ".wh..wh..opq" {
+                removed.push((dir, true));
+            } else if let Some(name) = base.strip_prefix(".wh.") {
+                removed.push((format!("{dir}{name}"), false));
+            } else if e.header().entry_type().is_file() && interesting(&path) {
+                let mut buf = Vec::new();
+                e.by_ref()
+                    .take(64 << 20)
+                    .read_to_end(&mut buf)
+                    .map_err(err)?;
+                added.push((path, buf));
+            } else if !e.header().entry_type().is_dir() {
+                // Any other non-directory replaces what was there (e.g. a symlink).
+                files.remove(&path);
+            }
+        }
+        for (p, opaque) in removed {
+            if opaque {
+                files.retain(|k, _| !k.starts_with(&p));
+            } else {
+                let under = format!("{p}/");
+                files.retain(|k, _| k != &p && !k.starts_with(&under));
+            }
+        }
+        files.extend(added);
+    }
+    Ok(files)
+}
+
+fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
+    stanza.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+fn parse(path: &str, bytes: &[u8], out: &mut Vec<Package>) {
+    let text = String::from_utf8_lossy(bytes);
+    let pkg = |eco: &str, name: &str, version: &str| Package {
+        ecosystem: eco.into(),
+        name: name.into(),
+        version: version.into(),
+        path: format!("/{path}"),
+    };
+    if path.starts_with("var/lib/dpkg/") {
+        for stanza in text.split("\n\n") {
+            let installed = field(stanza, "Status").is_none_or(|s| s.ends_with(" installed"));
+            if let (Some(n), Some(v), true) = (
+                field(stanza, "Package"),
+                field(stanza, "Version"),
+                installed,
+            ) {
+                out.push(pkg("Debian", n, v));
+            }
+        }
+    } else if path == "lib/apk/db/installed" {
+        for stanza in text.split("\n\n") {
+            if let (Some(n), Some(v)) = (field(stanza, "P"), field(stanza, "V")) {
+                out.push(pkg("Alpine", n, v));
+            }
+        }
+    } else if path.ends_with("/METADATA") {
+        let head = text.split("\n\n").next().unwrap_or("");
+        if let (Some(n), Some(v)) = (field(head, "Name"), field(head, "Version")) {
+            out.push(pkg("PyPI", n, v));
+        }
+    } else if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        if let (Some(n), Some(ver)) = (v["name"].as_str(), v["version"].as_str()) {
+            out.push(pkg("npm", n, ver));
+        }
+    }
+}
+
+/// The packages of the image whose manifest is `manifest`, sorted.
+pub fn inventory(store: &Store, manifest: &Digest) -> Result<Vec<Package>, ScanError> {
+    let mut out = Vec::new();
+    for (path, bytes) in merged_files(store, manifest)? {
+        parse(&path, &bytes, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reg_scans (repo TEXT NOT NULL,
+    digest TEXT NOT NULL, status TEXT NOT NULL, description TEXT NOT NULL,
+    completed_at INTEGER, packages TEXT, findings TEXT, PRIMARY KEY (repo, digest))";
+
+/// Scan `digest` of `repo` now (blocking) and record the result in `reg_scans`.
+pub fn run_and_record(store: &Store, vuln_db: Option<&Path>, repo: &str, digest: &Digest) {
+    let set =
+        |status: &str, description: &str, packages: Option<String>, findings: Option<String>| {
+            let r = store.with_db(|db| {
+                db.execute(
+                    "INSERT OR REPLACE INTO reg_scans
+                 (repo, digest, status, description, completed_at, packages, findings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![
+                        repo,
+                        digest.to_string(),
+                        status,
+                        description,
+                        (status != "IN_PROGRESS").then(crate::meta::now),
+                        packages,
+                        findings
+                    ],
+                )
+            });
+            if let Err(e) = r {
+                tracing::error!("registry: record scan of {repo}@{digest}: {e}");
+            }
+        };
+    set("IN_PROGRESS", "The scan is in progress.", None, None);
+    let result = inventory(store, digest).and_then(|pkgs| {
+        let found = match vuln_db {
+            Some(p) => findings(&pkgs, &load_osv(p)?),
+            None => Vec::new(),
+        };
+        Ok((pkgs, found))
+    });
+    match result {
+        Ok((pkgs, found)) => set(
+            "COMPLETE",
+            "The scan was completed successfully.",
+            serde_json::to_string(&pkgs).ok(),
+            serde_json::to_string(&found).ok(),
+        ),
+        Err(e) => {
+            tracing::warn!("registry: scan of {repo}@{digest}: {e}");
+            set("FAILED", &e.to_string(), None, None)
+        }
+    }
+}
+
+/// Compare versions segment by segment: digit runs numerically, other runs bytewise.
+fn cmp_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn segs(s: &str) -> Vec<(bool, String)> {
+        let mut v: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            if !c.is_ascii_alphanumeric() {
+                v.push((false, String::new()));
+                continue;
+            }
+            let d = c.is_ascii_digit();
+            match v.last_mut() {
+                Some((ld, cur)) if *ld == d && !cur.is_empty() => cur.push(c),
+                _ => v.push((d, c.to_string())),
+            }
+        }
+        v.retain(|(_, s)| !s.is_empty());
+        v
+    }
+    let (x, y) = (segs(a), segs(b));
+    for i in 0..x.len().max(y.len()) {
+        let o = match (x.get(i), y.get(i)) {
+            (Some((true, p)), Some((true, q))) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            (Some((_, p)), Some((_, q))) => p.cmp(q),
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Whether an OSV `ranges[]` entry (events introduced/fixed/last_affected) covers `version`.
+fn in_range(range: &Value, version: &str) -> bool {
+    if !matches!(range["type"].as_str(), Some("ECOSYSTEM" | "SEMVER")) {
+        return false;
+    }
+    let mut affected = false;
+    for ev in range["events"].as_array().into_iter().flatten() {
+        if let Some(i) = ev["introduced"].as_str() {
+            if i == "0" || cmp_versions(version, i).is_ge() {
+                affected = true;
+            }
+        } else if let Some(f) = ev["fixed"].as_str() {
+            if cmp_versions(version, f).is_ge() {
+                affected = false;
+            }
+        } else if let Some(l) = ev["last_affected"].as_str() {
+            if cmp_versions(version, l).is_gt() {
+                affected = false;
+            }
+        }
+    }
+    affected
+}
+
+/// Load an OSV export: a JSON array of records, one record, or a directory of `*.json`.
+pub fn load_osv(path: &Path) -> Result<Vec<Value>, ScanError> {
+    let err = |e: String| ScanError::Database(path.display().to_string(), e);
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).map_err(|e| err(e.to_string()))? {
+            let p = e.map_err(|e| err(e.to_string()))?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| err(e.to_string()))?;
+        match serde_json::from_slice::<Value>(&bytes).map_err(|e| err(e.to_string()))? {
+            Value::Array(a) => out.extend(a),
+            v => out.push(v),
+        }
+    }
+    Ok(out)
+}
+
+/// ECR-shaped findings (`name`, `severity`, `uri`, `attributes`) for the packages an OSV
+/// record affects.
+pub fn findings(packages: &[Package], osv: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for rec in osv {
+        for a in rec["affected"].as_array().into_iter().flatten() {
+            let (eco, name) = (
+                a["package"]["ecosystem"].as_str().unwrap_or(""),
+                a["package"]["name"].as_str().unwrap_or(""),
+            );
+            // OSV's Debian ecosystem names carry a release ("Debian:12").
+            let eco_base = eco.split(':').next().unwrap_or("");
+            for p in packages {
+                let same_name = if p.ecosystem == "PyPI" {
+                    p.name.to_lowercase().replace('_', "-") == name.to_lowercase().replace('_', "-")
+                } else {
+                    p.name == name
+                };
+                if p.ecosystem != eco_base || !same_name {
+                    continue;
+                }
+                let listed = a["versions"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(&p.version)));
+                let ranged = a["ranges"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| in_range(r, &p.version)));
+                if !(listed || ranged) {
+                    continue;
+                }
+                let severity = rec["database_specific"]["severity"]
+                    .as_str()
+                    .map(str::to_uppercase)
+                    .filter(|s| matches!(s.as_str(), "CRITICAL" | "HIGH" | "MEDIUM" | "LOW"))
+                    .unwrap_or_else(|| "UNDEFINED".into());
+                let id = rec["id"].as_str().unwrap_or("");
+                out.push(serde_json::json!({
+                    "name": id,
+                    "description": rec["summary"].as_str().or(rec["details"].as_str()).unwrap_or(""),
+                    "uri": format!("https://osv.dev/vulnerability/{id}"),
+                    "severity": severity,
+                    "attributes": [
+                        { "key": "package_name", "value": p.name },
+                        { "key": "package_version", "value": p.version },
+                        { "key": "package_ecosystem", "value": p.ecosystem },
+                        { "key": "package_path", "value": p.path },
+                    ],
+                }));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_ranges() {
+        use std::cmp::Ordering::*;
+        assert_eq!(cmp_versions("1.10.0", "1.9.2"), Greater);
+        assert_eq!(cmp_versions("2.0", "2.0"), Equal);
+        assert_eq!(cmp_versions("2.0", "2.0.1"), Less);
+        let r = serde_json::json!({"type": "ECOSYSTEM",
+            "events": [{"introduced": "0"}, {"fixed": "3.1.2"}]});
+        assert!(in_range(&r, "3.0.9"));
+        assert!(!in_range(&r, "3.1.2"));
+        assert!(!in_range(&r, "3.2"));
+    }
+
+    #[test]
+    fn dpkg_stanzas_only_installed() {
+        let mut out = Vec::new();
+        let db = b"Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n";
+        parse("var/lib/dpkg/status", db, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].name.as_str(), out[0].version.as_str()),
+            ("a", "1.0")
+        );
+    }
+}
