@@ -202,10 +202,9 @@ fn links_with(addr: &str) -> String {
 
 /// A `lambox run` process, stopped with SIGTERM on drop.
 struct Running {
-    child: Option<Child>,
+    server: common::Server,
     addr: String,
     _data: DataDir,
-    log: std::path::PathBuf,
 }
 
 impl Running {
@@ -216,36 +215,19 @@ impl Running {
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let listen = format!("0.0.0.0:{port}");
-        let log = data.path().join("run.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = data
-            .lambox()
-            .args(["run", "-q", &oci_ref(image), "--listen", &listen])
-            .args(extra)
-            .stdout(file.try_clone().expect("clone"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn lambox run");
-        let r = Running {
-            child: Some(child),
+        let mut cmd = data.lambox();
+        cmd.args(["run", "-q", &oci_ref(image), "--listen", &listen])
+            .args(extra);
+        let server = common::Server::spawn(cmd, data.path().join("run.log"), &addr);
+        Running {
+            server,
             addr,
             _data: data,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(&r.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "lambox run did not listen: {}",
-                r.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        r
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log_text()
     }
 
     /// Invoke with `event`; the function's JSON answer.
@@ -276,29 +258,7 @@ impl Running {
     }
 
     fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("lambox run did not stop on SIGTERM: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
-        }
+        self.server.stop()
     }
 }
 

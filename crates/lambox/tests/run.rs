@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{oci_ref, DataDir};
@@ -15,10 +15,9 @@ use serde_json::Value;
 
 /// A `lambox run` process, stopped with SIGTERM on drop.
 struct Running {
-    child: Option<Child>,
+    server: common::Server,
     addr: String,
     data: DataDir,
-    log: std::path::PathBuf,
 }
 
 impl Running {
@@ -31,39 +30,18 @@ impl Running {
         let data = DataDir::new();
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let log = data.path().join("run.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = data
-            .lambox()
-            .args(["run", "-q", &oci_ref(image), "--listen", &addr])
+        let mut cmd = data.lambox();
+        cmd.args(["run", "-q", &oci_ref(image), "--listen", &addr])
             .args(extra)
             .envs(env.iter().copied())
             // Its own process group, as a shell job has: `interrupt_group` is a terminal's Ctrl-C.
-            .process_group(0)
-            .stdout(file.try_clone().expect("clone"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn lambox run");
-        let r = Running {
-            child: Some(child),
-            addr,
-            data,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(&r.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "lambox run did not listen: {}",
-                r.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
+            .process_group(0);
+        let server = common::Server::spawn(cmd, data.path().join("run.log"), &addr);
+        Running { server, addr, data }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log_text()
     }
 
     fn invoke(
@@ -80,7 +58,7 @@ impl Running {
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.server.pid()
     }
 
     /// Polls the log until `pred` holds (or panics after `secs`).
@@ -96,38 +74,12 @@ impl Running {
         }
     }
 
-    /// SIGKILL (no chance to clean up), and wait for it.
     fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
+        self.server.kill9();
     }
 
-    /// SIGTERM, wait, and return the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("lambox run did not stop on SIGTERM: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
-        }
+        self.server.stop()
     }
 }
 
@@ -609,18 +561,7 @@ fn ctrl_c_at_a_terminal_lets_a_running_invoke_finish() {
     assert_eq!(header(&h, "x-amz-function-error"), None, "{body}");
     assert_eq!(json(&body)["ctrl"], "c", "{body}");
     // lambox exits by itself, cleanly, leaving nothing.
-    let mut child = run.child.take().expect("running");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lambox run did not exit on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = run.server.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status} {}", run.log_text());
     assert!(
         run.log_text().contains("END RequestId: "),

@@ -297,3 +297,85 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A long-running lambox process (`lambox run`/`lambox serve`) whose output goes to a log
+/// file; stopped with SIGTERM on drop.
+pub struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Spawns `cmd` with stdout and stderr to `log`, and waits (≤ 120 s) until `addr` accepts
+    /// connections.
+    pub fn spawn(mut cmd: Command, log: PathBuf, addr: &str) -> Server {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn lambox");
+        let s = Server {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "lambox did not listen on {addr}: {}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits (≤ `timeout`) for the process to exit by itself; panics if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lambox did not exit: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait (≤ 30 s) and return the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// SIGKILL (no chance to clean up), and wait for it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
