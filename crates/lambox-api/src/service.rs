@@ -124,6 +124,26 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     })
 }
 
+/// `value` within `min..=max`: below, botocore's constraint error on `member`; above, Lambda's
+/// InvalidParameterValueException naming `field`.
+fn check_range<T>(value: T, min: T, max: T, member: &str, field: &str) -> Result<(), ApiError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if value < min {
+        return Err(error::validation(
+            &value.to_string(),
+            member,
+            &format!("Member must have value greater than or equal to {min}"),
+        ));
+    }
+    if value > max {
+        return Err(error::invalid_parameter(&format!(
+            "'{field}' value failed to satisfy constraint: Member must have value less than or equal to {max}"
+        )));
+    }
+    Ok(())
+}
 /// The settings CreateFunction and UpdateFunctionConfiguration share, validated as Lambda
 /// does: model constraints (min, length, pattern) are `ValidationException`; Lambda's own
 /// limits beyond the model (memory ≤ 10240, timeout ≤ 900, /tmp ≤ 10240, environment ≤ 4 KB,
@@ -136,41 +156,22 @@ fn check_settings(
     environment: Option<&Environment>,
     image_config: Option<&ImageConfig>,
 ) -> Result<(), ApiError> {
+    // Below the minimum is botocore's constraint (ValidationException); above the maximum is
+    // Lambda's own limit (InvalidParameterValueException), as AWS answers each.
     if let Some(m) = memory {
-        if m < 128 {
-            return Err(error::validation(
-                &m.to_string(),
-                "memorySize",
-                "Member must have value greater than or equal to 128",
-            ));
-        }
-        if m > 10240 {
-            return Err(error::invalid_parameter("'MemorySize' value failed to satisfy constraint: Member must have value less than or equal to 10240"));
-        }
+        check_range(m, 128, 10240, "memorySize", "MemorySize")?;
     }
     if let Some(t) = timeout {
-        if t < 1 {
-            return Err(error::validation(
-                &t.to_string(),
-                "timeout",
-                "Member must have value greater than or equal to 1",
-            ));
-        }
-        if t > 900 {
-            return Err(error::invalid_parameter("'Timeout' value failed to satisfy constraint: Member must have value less than or equal to 900"));
-        }
+        check_range(t, 1, 900, "timeout", "Timeout")?;
     }
     if let Some(s) = storage {
-        if s.size < 512 {
-            return Err(error::validation(
-                &s.size.to_string(),
-                "ephemeralStorage.size",
-                "Member must have value greater than or equal to 512",
-            ));
-        }
-        if s.size > 10240 {
-            return Err(error::invalid_parameter("'EphemeralStorage.Size' value failed to satisfy constraint: Member must have value less than or equal to 10240"));
-        }
+        check_range(
+            s.size,
+            512,
+            10240,
+            "ephemeralStorage.size",
+            "EphemeralStorage.Size",
+        )?;
     }
     if let Some(d) = description {
         if d.chars().count() > 256 {

@@ -148,6 +148,41 @@ impl State {
         }
     }
 
+    /// The `record` column of the one row `sql` selects, decoded (`key` names it in errors).
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StateError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(sql, params, |r| r.get(0))
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        text.map(|t| self.decode(key, &t)).transpose()
+    }
+
+    /// The `record` column of every row `sql` selects, decoded, in the query's order.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StateError> {
+        let rows = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(sql).map_err(|e| self.db_err(e))?;
+            let rows = stmt
+                .query_map(params, |r| r.get::<_, String>(0))
+                .map_err(|e| self.db_err(e))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| self.db_err(e))?;
+            rows
+        };
+        rows.iter().map(|t| self.decode(key, t)).collect()
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -188,16 +223,11 @@ impl State {
 
     /// `$LATEST` of `name`.
     pub fn latest(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT latest FROM functions WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        text.map(|t| self.decode(name, &t)).transpose()
+        self.record(
+            name,
+            "SELECT latest FROM functions WHERE name = ?1",
+            params![name],
+        )
     }
 
     /// Replaces `$LATEST` of an existing function; false if it is gone.
@@ -359,44 +389,29 @@ impl State {
 
     /// A published version.
     pub fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM versions WHERE name = ?1 AND version = ?2",
-                params![name, version as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        text.map(|t| self.decode(name, &t)).transpose()
+        self.record(
+            name,
+            "SELECT record FROM versions WHERE name = ?1 AND version = ?2",
+            params![name, version as i64],
+        )
     }
 
     /// The newest published version.
     pub fn newest_version(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        text.map(|t| self.decode(name, &t)).transpose()
+        self.record(
+            name,
+            "SELECT record FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+            params![name],
+        )
     }
 
     /// Every published version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT record FROM versions WHERE name = ?1 ORDER BY version")
-            .map_err(|e| self.db_err(e))?;
-        let rows = stmt
-            .query_map(params![name], |r| r.get::<_, String>(0))
-            .map_err(|e| self.db_err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.db_err(e))?;
-        rows.iter().map(|t| self.decode(name, t)).collect()
+        self.records(
+            name,
+            "SELECT record FROM versions WHERE name = ?1 ORDER BY version",
+            params![name],
+        )
     }
 
     /// Deletes one published version; false if it did not exist.
@@ -424,30 +439,20 @@ impl State {
 
     /// One alias.
     pub fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasConfiguration>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        text.map(|t| self.decode(name, &t)).transpose()
+        self.record(
+            name,
+            "SELECT record FROM aliases WHERE name = ?1 AND alias = ?2",
+            params![name, alias],
+        )
     }
 
     /// Every alias of `name`, by alias name.
     pub fn aliases(&self, name: &str) -> Result<Vec<AliasConfiguration>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT record FROM aliases WHERE name = ?1 ORDER BY alias")
-            .map_err(|e| self.db_err(e))?;
-        let rows = stmt
-            .query_map(params![name], |r| r.get::<_, String>(0))
-            .map_err(|e| self.db_err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.db_err(e))?;
-        rows.iter().map(|t| self.decode(name, t)).collect()
+        self.records(
+            name,
+            "SELECT record FROM aliases WHERE name = ?1 ORDER BY alias",
+            params![name],
+        )
     }
 
     /// Deletes an alias; false if it did not exist.
@@ -509,16 +514,11 @@ impl State {
         name: &str,
         qualifier: &str,
     ) -> Result<Option<crate::model::FunctionEventInvokeConfig>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
-                params![name, qualifier],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        text.map(|t| self.decode(name, &t)).transpose()
+        self.record(
+            name,
+            "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+            params![name, qualifier],
+        )
     }
 
     /// Stores (replaces) the event invoke config of `name` at `qualifier`.
