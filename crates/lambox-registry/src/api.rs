@@ -484,6 +484,26 @@ fn check_chunk(headers: &HeaderMap, s: &Session, name: &RepoName, id: &str) -> A
     Ok(())
 }
 
+/// The upload session `id` of repository `name`, locked (and refreshed as used now); an unknown
+/// id, or one of another repository, is BLOB_UPLOAD_UNKNOWN.
+async fn locked_session(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+) -> ApiResult<tokio::sync::OwnedMutexGuard<Session>> {
+    let s = reg
+        .inner
+        .uploads
+        .get(id)
+        .ok_or_else(|| session_unknown(id, name))?
+        .lock_owned()
+        .await;
+    if &s.repo != name {
+        return Err(session_unknown(id, name));
+    }
+    Ok(s)
+}
+
 async fn patch_upload(
     reg: &Registry,
     name: &RepoName,
@@ -491,17 +511,10 @@ async fn patch_upload(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let arc = reg
-        .inner
-        .uploads
-        .get(id)
-        .ok_or_else(|| session_unknown(id, name))?;
-    let mut s = arc.lock().await;
-    if &s.repo != name {
-        return Err(session_unknown(id, name));
-    }
+    let mut s = locked_session(reg, name, id).await?;
     check_chunk(headers, &s, name, id)?;
     s.append(body).await?;
+    // A long PATCH counts as use at its end too, not only at its start (the reaper's clock).
     reg.inner.uploads.get(id);
     Ok(upload_accepted(StatusCode::ACCEPTED, name, id, s.size))
 }
@@ -514,15 +527,7 @@ async fn put_upload(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let arc = reg
-        .inner
-        .uploads
-        .get(id)
-        .ok_or_else(|| session_unknown(id, name))?;
-    let mut s = arc.lock().await;
-    if &s.repo != name {
-        return Err(session_unknown(id, name));
-    }
+    let mut s = locked_session(reg, name, id).await?;
     let digest = match q.get("digest") {
         Some(d) => parse_digest(d)?,
         None => {
@@ -543,28 +548,12 @@ async fn put_upload(
 }
 
 async fn upload_status(reg: &Registry, name: &RepoName, id: &str) -> ApiResult<Response> {
-    let arc = reg
-        .inner
-        .uploads
-        .get(id)
-        .ok_or_else(|| session_unknown(id, name))?;
-    let s = arc.lock().await;
-    if &s.repo != name {
-        return Err(session_unknown(id, name));
-    }
+    let s = locked_session(reg, name, id).await?;
     Ok(upload_accepted(StatusCode::NO_CONTENT, name, id, s.size))
 }
 
 async fn cancel_upload(reg: &Registry, name: &RepoName, id: &str) -> ApiResult<Response> {
-    let arc = reg
-        .inner
-        .uploads
-        .get(id)
-        .ok_or_else(|| session_unknown(id, name))?;
-    let mut s = arc.lock().await;
-    if &s.repo != name {
-        return Err(session_unknown(id, name));
-    }
+    let mut s = locked_session(reg, name, id).await?;
     reg.inner.uploads.remove(id);
     s.discard().await;
     Ok(empty(StatusCode::NO_CONTENT, vec![]))
