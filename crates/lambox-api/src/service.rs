@@ -124,6 +124,24 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     })
 }
 
+/// The ImageUri of an Image function's code, refused as Lambda refuses it with ZipFile/S3
+/// code or without an ImageUri; `doing` is "creating" or "updating".
+fn image_code(has_zip: bool, image_uri: Option<&str>, doing: &str) -> Result<String, ApiError> {
+    if has_zip {
+        return Err(error::invalid_parameter(&format!(
+            "Please don't provide ZipFile or S3Bucket/S3Key when {doing} a function with packageType Image."
+        )));
+    }
+    image_uri
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            error::invalid_parameter(&format!(
+                "Please provide ImageUri when {doing} a function with packageType Image."
+            ))
+        })
+}
+
 /// `value` within `min..=max`: below, botocore's constraint error on `member`; above, Lambda's
 /// InvalidParameterValueException naming `field`.
 fn check_range<T>(value: T, min: T, max: T, member: &str, field: &str) -> Result<(), ApiError>
@@ -406,20 +424,11 @@ impl Lambda {
             }
         }
         let code = req.code.as_ref().ok_or_else(|| null_error("code"))?;
-        if code.zip_file.is_some() || code.s3_bucket.is_some() {
-            return Err(error::invalid_parameter(
-                "Please don't provide ZipFile or S3Bucket/S3Key when creating a function with packageType Image.",
-            ));
-        }
-        let image_uri = code
-            .image_uri
-            .clone()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                error::invalid_parameter(
-                    "Please provide ImageUri when creating a function with packageType Image.",
-                )
-            })?;
+        let image_uri = image_code(
+            code.zip_file.is_some() || code.s3_bucket.is_some(),
+            code.image_uri.as_deref(),
+            "creating",
+        )?;
         if req.runtime.is_some() || req.handler.is_some() {
             return Err(error::invalid_parameter(
                 "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.",
@@ -771,20 +780,11 @@ impl Lambda {
                 return Err(error::precondition_failed("GetFunction/GetAlias"));
             }
         }
-        if req.zip_file.is_some() || req.s3_bucket.is_some() {
-            return Err(error::invalid_parameter(
-                "Please don't provide ZipFile or S3Bucket/S3Key when updating a function with packageType Image.",
-            ));
-        }
-        let uri = req
-            .image_uri
-            .clone()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                error::invalid_parameter(
-                    "Please provide ImageUri when updating a function with packageType Image.",
-                )
-            })?;
+        let uri = image_code(
+            req.zip_file.is_some() || req.s3_bucket.is_some(),
+            req.image_uri.as_deref(),
+            "updating",
+        )?;
         let architectures = match &req.architectures {
             Some(_) => check_architectures(req.architectures.as_ref())?,
             None => rec.configuration.architectures.clone(),
