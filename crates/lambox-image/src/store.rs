@@ -89,21 +89,16 @@ pub struct GcStats {
 pub struct Store {
     root: PathBuf,
     db: Mutex<Connection>,
-    lock: File,
+    lock_path: PathBuf,
     /// Stale temps removed when the store was opened (reported by the next `gc`).
     cleaned_on_open: AtomicU64,
 }
 
-/// Holds the store's import lock (shared) or GC lock (exclusive) until dropped.
+/// Holds the store's import lock (shared) or GC lock (exclusive) until dropped (closing its
+/// own open file description releases the flock).
 #[derive(Debug)]
-pub struct StoreGuard<'a> {
-    file: &'a File,
-}
-
-impl Drop for StoreGuard<'_> {
-    fn drop(&mut self) {
-        let _ = flock(self.file.as_fd(), FlockOperation::Unlock);
-    }
+pub struct StoreGuard {
+    _file: File,
 }
 
 /// Holds a per-digest lock until dropped.
@@ -117,16 +112,21 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The registry's tables (lambox-registry owns their contents). They live in the store's
 /// database so that garbage collection sees every blob a repository refers to: a blob linked
 /// into a repository (`reg_blobs`) or stored as a manifest (`reg_manifests`) is live.
+/// `reg_blobs.linked_at` (unix seconds) is when an upload linked a blob no manifest has
+/// claimed yet, 0 once one has; `reg_refs` says which manifests pushed since it exists name
+/// which blobs (see lambox-registry's `gc`).
 const REGISTRY_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS reg_repos (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS reg_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
-        PRIMARY KEY (repo, digest));
+        linked_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (repo, digest));
     CREATE TABLE IF NOT EXISTS reg_manifests (repo TEXT NOT NULL, digest TEXT NOT NULL,
         media_type TEXT NOT NULL, size INTEGER NOT NULL, artifact_type TEXT, subject TEXT,
         annotations TEXT, pushed_at INTEGER NOT NULL, PRIMARY KEY (repo, digest));
     CREATE INDEX IF NOT EXISTS reg_manifests_subject ON reg_manifests (repo, subject);
     CREATE TABLE IF NOT EXISTS reg_tags (repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,
         PRIMARY KEY (repo, tag));
+    CREATE TABLE IF NOT EXISTS reg_refs (repo TEXT NOT NULL, blob TEXT NOT NULL, manifest TEXT NOT NULL,
+        PRIMARY KEY (repo, blob, manifest));
 ";
 
 impl Store {
@@ -151,7 +151,7 @@ impl Store {
             fs::create_dir_all(&p).ctx(|| format!("create store directory {}", p.display()))?;
         }
         let lock_path = root.join("lock");
-        let lock = File::options()
+        File::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -186,11 +186,22 @@ impl Store {
         )
         .map_err(db_err)?;
         db.execute_batch(REGISTRY_SCHEMA).map_err(db_err)?;
+        // Stores made before `linked_at` existed: add it (their links count as claimed).
+        let has_linked_at = db
+            .prepare("SELECT 1 FROM pragma_table_info('reg_blobs') WHERE name = 'linked_at'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(db_err)?;
+        if !has_linked_at {
+            db.execute_batch(
+                "ALTER TABLE reg_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db_err)?;
+        }
         drop(open_lock);
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(db),
-            lock,
+            lock_path,
             cleaned_on_open: AtomicU64::new(0),
         };
         let cleaned = store.clean_stale_temps()?;
@@ -222,15 +233,25 @@ impl Store {
         f(&mut db).map_err(|e| self.db_err(e))
     }
 
-    /// Take the store lock shared (importing) or exclusive (garbage collection).
-    pub fn lock(&self, exclusive: bool) -> Result<StoreGuard<'_>> {
+    /// Take the store lock shared (importing, committing pushed blobs) or exclusive (garbage
+    /// collection); blocks until it is free.
+    ///
+    /// Each guard opens the lock file anew: flock(2) locks belong to an open file description,
+    /// so guards on one shared descriptor would not exclude each other between threads of one
+    /// process (`lambox serve` pushes and collects garbage in the same process), and the first
+    /// guard dropped would release the others' lock.
+    pub fn lock(&self, exclusive: bool) -> Result<StoreGuard> {
         let op = if exclusive {
             FlockOperation::LockExclusive
         } else {
             FlockOperation::LockShared
         };
-        flock(self.lock.as_fd(), op).map_err(|e| Error::io("lock the store", e.into()))?;
-        Ok(StoreGuard { file: &self.lock })
+        let file = File::options()
+            .write(true)
+            .open(&self.lock_path)
+            .ctx(|| format!("open {}", self.lock_path.display()))?;
+        flock(file.as_fd(), op).map_err(|e| Error::io("lock the store", e.into()))?;
+        Ok(StoreGuard { _file: file })
     }
 
     /// Serialise work on one digest across threads and processes.
@@ -474,7 +495,15 @@ impl Store {
     /// Remove blobs and layers no stored image refers to, and stale temporary files. Takes the
     /// store lock exclusively, so it never races an import.
     pub fn gc(&self) -> Result<GcStats> {
+        self.gc_with(|_| Ok(()))
+    }
+
+    /// [`Store::gc`], running `first` once the exclusive lock is held and before anything is
+    /// judged live: the registry drops blob links no manifest needs any more there, so that
+    /// dropping them and freeing the blobs happen with no push in between.
+    pub fn gc_with(&self, first: impl FnOnce(&Store) -> Result<()>) -> Result<GcStats> {
         let _guard = self.lock(true)?;
+        first(self)?;
         let mut stats = GcStats {
             temps: self.clean_stale_temps()? + self.cleaned_on_open.swap(0, Ordering::Relaxed),
             ..GcStats::default()

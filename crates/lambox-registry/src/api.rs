@@ -168,6 +168,19 @@ async fn db<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// [`db`] under the registry's commit lock and the store lock (shared): for what must not
+/// interleave with a garbage collection (see [`crate::gc`]).
+async fn locked_db<T: Send + 'static>(
+    reg: &Registry,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let reg = reg.clone();
+    tokio::task::spawn_blocking(move || reg.committing(|store| store.with_db(f)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
 fn hv(s: &str) -> HeaderValue {
     // Every value built here is ASCII (paths of valid names, digests, numbers, media types
     // that were valid header values when they arrived).
@@ -214,9 +227,13 @@ async fn get_blob(
         .detail(serde_json::json!({ "digest": digest.to_string() }))
     };
     let (repo, d) = (name.to_string(), digest.clone());
-    let size = db(reg, move |db| meta::blob_size(db, &repo, &d))
-        .await?
-        .ok_or_else(unknown)?;
+    // A HEAD is how a pushing client decides not to upload a blob: it renews the blob's grace.
+    let size = if head {
+        locked_db(reg, move |db| meta::touch_blob(db, &repo, &d)).await?
+    } else {
+        db(reg, move |db| meta::blob_size(db, &repo, &d)).await?
+    }
+    .ok_or_else(unknown)?;
     let path = reg.store().blob_path(digest);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
@@ -314,6 +331,7 @@ async fn delete_blob(reg: &Registry, name: &RepoName, digest: &Digest) -> ApiRes
         )
         .detail(serde_json::json!({ "digest": digest.to_string() })));
     }
+    reg.request_gc();
     Ok(empty(StatusCode::ACCEPTED, vec![]))
 }
 
@@ -362,11 +380,14 @@ async fn start_upload(
         let digest = parse_digest(mount)?;
         if let Some(from) = q.get("from") {
             let from = RepoName::parse(from)?;
-            let (f, d) = (from.to_string(), digest.clone());
-            let size = db(reg, move |db| meta::blob_size(db, &f, &d)).await?;
-            if let (Some(size), true) = (size, reg.store().has_blob(&digest)) {
-                let (repo, d) = (name.to_string(), digest.clone());
-                db(reg, move |db| meta::link_blob(db, &repo, &d, size)).await?;
+            let (f, repo, d) = (from.to_string(), name.to_string(), digest.clone());
+            let path = reg.store().blob_path(&digest);
+            let mounted = locked_db(reg, move |db| match meta::blob_size(db, &f, &d)? {
+                Some(size) if path.exists() => meta::link_blob(db, &repo, &d, size).map(|()| true),
+                _ => Ok(false),
+            })
+            .await?;
+            if mounted {
                 return Ok(blob_created(name, &digest));
             }
         }
@@ -623,6 +644,45 @@ async fn get_manifest(
     Ok(resp)
 }
 
+/// The blobs (image manifest) or manifests (index) a manifest names must be in its repository
+/// with the sizes it gives.
+fn check_named(
+    db: &Connection,
+    repo: &str,
+    r: &Reference,
+    kind: Kind,
+    wanted: &[(Digest, u64)],
+) -> rusqlite::Result<Result<(), ApiError>> {
+    let what = if kind == Kind::Image {
+        "blob"
+    } else {
+        "manifest"
+    };
+    for (d, size) in wanted {
+        let have = match kind {
+            Kind::Image => meta::blob_size(db, repo, d)?,
+            Kind::Index => meta::manifest_by_digest(db, repo, &d.to_string())?.map(|row| row.size),
+        };
+        match have {
+            None => {
+                return Ok(Err(ApiError::new(
+                    Code::ManifestBlobUnknown,
+                    format!("manifest {r} refers to {what} {d}, which is not in repository {repo}"),
+                )
+                .detail(serde_json::json!({ "digest": d.to_string() }))))
+            }
+            Some(have) if have != *size => {
+                return Ok(Err(ApiError::new(
+                    Code::ManifestInvalid,
+                    format!("manifest {r} gives {what} {d} size {size}, but it has {have} bytes"),
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
 pub(crate) async fn put_manifest(
     reg: &Registry,
     name: &RepoName,
@@ -685,39 +745,6 @@ pub(crate) async fn put_manifest(
             }
         }
     }
-    let (repo, ds) = (name.to_string(), wanted.clone());
-    let found: Vec<Option<u64>> = db(reg, move |db| {
-        ds.iter()
-            .map(|(d, _)| match kind {
-                Kind::Image => meta::blob_size(db, &repo, d),
-                Kind::Index => meta::manifest_by_digest(db, &repo, &d.to_string())
-                    .map(|o| o.map(|row| row.size)),
-            })
-            .collect()
-    })
-    .await?;
-    for ((d, size), have) in wanted.iter().zip(&found) {
-        let what = if kind == Kind::Image {
-            "blob"
-        } else {
-            "manifest"
-        };
-        match have {
-            None => {
-                return Err(ApiError::new(
-                    Code::ManifestBlobUnknown,
-                    format!("manifest {r} refers to {what} {d}, which is not in repository {name}"),
-                )
-                .detail(serde_json::json!({ "digest": d.to_string() })))
-            }
-            Some(have) if have != size => {
-                return Err(invalid(format!(
-                    "manifest {r} gives {what} {d} size {size}, but it has {have} bytes"
-                )))
-            }
-            Some(_) => {}
-        }
-    }
     let artifact_type = m.artifact_type.clone().or_else(|| match kind {
         Kind::Image => m.config.as_ref().map(|c| c.media_type.clone()),
         Kind::Index => None,
@@ -729,14 +756,20 @@ pub(crate) async fn put_manifest(
         Reference::Digest(_) => None,
     };
     let reg2 = reg.clone();
-    let (repo, d, mt, subj) = (
+    let (repo, d, mt, subj, rr) = (
         name.to_string(),
         digest.clone(),
         media_type,
         subject.clone(),
+        r.clone(),
     );
     tokio::task::spawn_blocking(move || {
         reg2.committing(|store| {
+            // Checked under the store lock: no garbage collection can take a named blob
+            // between this check and the manifest's row (which claims them).
+            if let Err(e) = store.with_db(|db| check_named(db, &repo, &rr, kind, &wanted))? {
+                return Ok(Err(e));
+            }
             // An IMMUTABLE repository (ECR) keeps a tag on its manifest: checked under the
             // commit lock, so two pushes of one tag cannot both pass.
             if let Some(t) = tag.as_deref() {
@@ -764,7 +797,11 @@ pub(crate) async fn put_manifest(
                         annotations,
                         tag: tag.as_deref(),
                     },
-                )
+                )?;
+                if kind == Kind::Image {
+                    meta::claim_blobs(db, &repo, &d, wanted.iter().map(|(d, _)| d))?;
+                }
+                Ok(())
             })
             .map(Ok)
         })
@@ -807,6 +844,7 @@ async fn delete_manifest(reg: &Registry, name: &RepoName, r: &Reference) -> ApiR
     if !found {
         return Err(manifest_unknown(name, r));
     }
+    reg.request_gc();
     Ok(empty(StatusCode::ACCEPTED, vec![]))
 }
 

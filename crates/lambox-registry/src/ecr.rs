@@ -503,7 +503,13 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
             reg.store()
                 .with_db(|db| {
                     let tx = db.transaction()?;
-                    for t in ["reg_tags", "reg_manifests", "reg_blobs", "reg_scans"] {
+                    for t in [
+                        "reg_tags",
+                        "reg_manifests",
+                        "reg_blobs",
+                        "reg_refs",
+                        "reg_scans",
+                    ] {
                         tx.execute(&format!("DELETE FROM {t} WHERE repo = ?1"), params![name])?;
                     }
                     tx.execute("DELETE FROM reg_repos WHERE name = ?1", params![name])?;
@@ -511,6 +517,7 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                     tx.commit()
                 })
                 .map_err(internal)?;
+            reg.request_gc();
             Ok(json!({ "repository": repo_json(&repo, host) }))
         }
         "ListImages" => {
@@ -689,7 +696,7 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 let digest: lambox_image::Digest = row.digest.parse().map_err(internal)?;
                 let (repo, tag) = (name.to_string(), id.image_tag.clone());
                 // ECR: a tag alone removes the tag, and the image with its last tag; a digest
-                // removes the image and all its tags. Metadata only (see the crate docs).
+                // removes the image and all its tags. The blobs go in the collection below.
                 reg.store()
                     .with_db(move |db| {
                         match &tag {
@@ -714,6 +721,9 @@ fn run(reg: &Registry, op: &str, input: Value, host: &str) -> Result<Value, EcrE
                 let mut v = id.json();
                 v["imageDigest"] = json!(row.digest);
                 deleted.push(v);
+            }
+            if !deleted.is_empty() {
+                reg.request_gc();
             }
             Ok(json!({ "imageIds": deleted, "failures": failures }))
         }

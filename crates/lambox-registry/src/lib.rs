@@ -9,10 +9,9 @@
 //! type they were pushed with.
 //!
 //! Uploads are hashed while they stream into `DATA/tmp/` and renamed into `blobs/` only when
-//! the digest the client names matches (see [`upload`]). Deleting blobs, manifests and tags
-//! removes metadata only: the bytes stay until garbage collection of blobs no repository,
-//! image or function refers to, a later step (`lambox prune` already keeps every blob the
-//! registry refers to).
+//! the digest the client names matches (see [`upload`]). Deleting a manifest, a blob link or
+//! a repository starts a garbage collection in the background ([`Registry::request_gc`],
+//! [`gc`]) that frees the blobs no repository, stored image or function needs any more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,7 @@ mod api;
 pub mod auth;
 pub mod ecr;
 pub mod error;
+pub mod gc;
 pub mod meta;
 pub mod scan;
 pub mod source;
@@ -47,6 +47,8 @@ pub struct RegistryConfig {
     pub token_ttl: Duration,
     /// An OSV JSON export (file or directory of `*.json`) scans match packages against.
     pub vuln_db: Option<std::path::PathBuf>,
+    /// How long an uploaded blob may wait for a manifest naming it (see [`gc`]).
+    pub unclaimed_grace: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -56,6 +58,7 @@ impl Default for RegistryConfig {
             auth: false,
             token_ttl: Duration::from_secs(12 * 3600),
             vuln_db: None,
+            unclaimed_grace: gc::UNCLAIMED_GRACE,
         }
     }
 }
@@ -71,10 +74,13 @@ struct Inner {
     store: Arc<Store>,
     uploads: upload::Uploads,
     config: RegistryConfig,
-    /// Serialises the registry's commits (rename into `blobs/` + link). The store lock is an
-    /// flock on one file description, shared by every thread of the process: had two commits
-    /// taken it at once, the first to finish would have released it for both.
+    /// Serialises the registry's commits (rename into `blobs/` + link), so the checks a commit
+    /// makes (an IMMUTABLE tag, the blobs a manifest names) hold until it is done.
     commit: std::sync::Mutex<()>,
+    /// A collection is queued and has not started yet.
+    gc_queued: std::sync::atomic::AtomicBool,
+    /// One collection at a time.
+    gc_running: std::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -92,6 +98,8 @@ impl Registry {
                 uploads: upload::Uploads::default(),
                 config,
                 commit: std::sync::Mutex::new(()),
+                gc_queued: std::sync::atomic::AtomicBool::new(false),
+                gc_running: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -119,6 +127,34 @@ impl Registry {
         let _one = self.inner.commit.lock().unwrap_or_else(|p| p.into_inner());
         let _guard = self.inner.store.lock(false)?;
         f(&self.inner.store)
+    }
+
+    /// Collect garbage in the background (see [`gc`]) after something was deleted. Requests
+    /// made while one collection waits to start are served by it; one made while a collection
+    /// runs queues another, so every deletion is followed by a complete collection.
+    pub fn request_gc(&self) -> Option<tokio::task::JoinHandle<()>> {
+        use std::sync::atomic::Ordering;
+        if self.inner.gc_queued.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let reg = self.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let _one = reg
+                .inner
+                .gc_running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            reg.inner.gc_queued.store(false, Ordering::SeqCst);
+            match gc::collect(&reg.inner.store, reg.inner.config.unclaimed_grace) {
+                Ok((links, stats)) => tracing::info!(
+                    links,
+                    blobs = stats.blobs,
+                    layers = stats.layers,
+                    "registry: garbage collected"
+                ),
+                Err(e) => tracing::warn!("registry: garbage collection failed: {e}"),
+            }
+        }))
     }
 
     pub fn config(&self) -> &RegistryConfig {

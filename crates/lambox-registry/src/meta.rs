@@ -43,13 +43,46 @@ pub fn repo_exists(db: &Connection, repo: &str) -> rusqlite::Result<bool> {
     .map(|o| o.is_some())
 }
 
+/// Link a blob into `repo`, unclaimed (see [`crate::gc`]): a manifest must name it within
+/// the grace period or a collection unlinks it.
 pub fn link_blob(db: &Connection, repo: &str, digest: &Digest, size: u64) -> rusqlite::Result<()> {
     ensure_repo(db, repo)?;
     db.execute(
-        "INSERT OR REPLACE INTO reg_blobs (repo, digest, size) VALUES (?1, ?2, ?3)",
-        params![repo, digest.to_string(), size as i64],
+        "INSERT OR REPLACE INTO reg_blobs (repo, digest, size, linked_at) VALUES (?1, ?2, ?3, ?4)",
+        params![repo, digest.to_string(), size as i64, now()],
     )?;
     Ok(())
+}
+
+/// Manifest `manifest` of `repo` names these blobs: they stay as long as one manifest does.
+pub fn claim_blobs<'a>(
+    db: &Connection,
+    repo: &str,
+    manifest: &Digest,
+    digests: impl IntoIterator<Item = &'a Digest>,
+) -> rusqlite::Result<()> {
+    let mut claim =
+        db.prepare("UPDATE reg_blobs SET linked_at = 0 WHERE repo = ?1 AND digest = ?2")?;
+    let mut refer =
+        db.prepare("INSERT OR IGNORE INTO reg_refs (repo, blob, manifest) VALUES (?1, ?2, ?3)")?;
+    for d in digests {
+        claim.execute(params![repo, d.to_string()])?;
+        refer.execute(params![repo, d.to_string(), manifest.to_string()])?;
+    }
+    Ok(())
+}
+
+/// A client asked whether `repo` has this blob (and will not upload it if so). If no manifest
+/// there names it (its images were deleted, or its push has not finished), it gets the grace
+/// of a fresh upload, so a collection does not take it before the client's manifest comes.
+/// Returns its size if linked.
+pub fn touch_blob(db: &Connection, repo: &str, digest: &Digest) -> rusqlite::Result<Option<u64>> {
+    db.execute(
+        "UPDATE reg_blobs SET linked_at = ?3 WHERE repo = ?1 AND digest = ?2
+         AND NOT EXISTS (SELECT 1 FROM reg_refs WHERE repo = ?1 AND blob = ?2)",
+        params![repo, digest.to_string(), now()],
+    )?;
+    blob_size(db, repo, digest)
 }
 
 /// The size of a blob linked into `repo` (manifests count as blobs too), if it is.
@@ -177,6 +210,10 @@ pub fn delete_manifest(db: &mut Connection, repo: &str, digest: &Digest) -> rusq
     let d = digest.to_string();
     tx.execute(
         "DELETE FROM reg_tags WHERE repo = ?1 AND digest = ?2",
+        params![repo, d],
+    )?;
+    tx.execute(
+        "DELETE FROM reg_refs WHERE repo = ?1 AND manifest = ?2",
         params![repo, d],
     )?;
     let n = tx.execute(

@@ -16,6 +16,7 @@ fn blob_count(s: &Server) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_image_imports_without_fetching_or_copying() {
     let s = Server::start().await;
+    let mut pushed = Vec::new();
     for (format, repo) in [("v2s2", "lambda/hello-docker"), ("oci", "lambda/hello-oci")] {
         let src = format!(
             "oci:{}:latest",
@@ -41,16 +42,15 @@ async fn a_pushed_image_imports_without_fetching_or_copying() {
         );
         let blobs_before = blob_count(&s);
         let store = s.registry.store().clone();
-        let repo = repo.to_string();
         let (outcome, pinned) = tokio::task::spawn_blocking(move || {
-            let src = PushedImage::open(store.clone(), &repo, "v1").expect("pushed image");
+            let src = PushedImage::open(store.clone(), repo, "v1").expect("pushed image");
             let pinned = src.digest().clone();
             let opts = ImportOptions {
                 name: Some(format!("registry/{repo}:v1")),
                 ..ImportOptions::default()
             };
             (
-                import(&store, &src, &repo, &opts, &NoProgress).expect("import"),
+                import(&store, &src, repo, &opts, &NoProgress).expect("import"),
                 pinned,
             )
         })
@@ -61,6 +61,7 @@ async fn a_pushed_image_imports_without_fetching_or_copying() {
             "{format}: every blob came from the store"
         );
         assert_eq!(outcome.image.digest, pinned);
+        pushed.push((repo, pinned));
         assert_eq!(outcome.image.layers.len(), 2);
         for l in &outcome.image.layers {
             assert!(s.registry.store().has_layer(&l.diff_id), "layer unpacked");
@@ -77,4 +78,30 @@ async fn a_pushed_image_imports_without_fetching_or_copying() {
         missing.to_string(),
         "image lambda/hello-oci:nope in the registry: not found"
     );
+
+    // A stored image (what a function runs) keeps its blobs and layers after the registry's
+    // copies are deleted and garbage is collected.
+    for (repo, digest) in pushed {
+        let r = common::client()
+            .delete(s.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .send()
+            .await
+            .expect("delete manifest");
+        assert_eq!(r.status(), 202);
+    }
+    let store = s.registry.store().clone();
+    let images = tokio::task::spawn_blocking(move || {
+        lambox_registry::gc::collect(&store, std::time::Duration::ZERO).expect("collect");
+        store.images().expect("images")
+    })
+    .await
+    .expect("task");
+    assert_eq!(images.len(), 2);
+    for e in images {
+        let s2 = s.registry.store();
+        assert!(s2.has_blob(&e.image.digest) && s2.has_blob(&e.image.config_digest));
+        for l in &e.image.layers {
+            assert!(s2.has_blob(&l.digest) && s2.has_layer(&l.diff_id), "{l:?}");
+        }
+    }
 }

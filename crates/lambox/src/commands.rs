@@ -276,16 +276,20 @@ pub fn rmi(ctx: &Ctx, args: RmiArgs) -> Result<ExitCode> {
             println!("deleted: {d}");
         }
     }
-    let stats = ctx.store.gc()?;
+    let (_, stats) =
+        lambox_registry::gc::collect(&ctx.store, lambox_registry::gc::UNCLAIMED_GRACE)?;
     eprintln!("freed {} blobs and {} layers", stats.blobs, stats.layers);
     Ok(ExitCode::SUCCESS)
 }
 
+/// The store's and the registry's garbage (see `lambox_registry::gc`): what `lambox serve`
+/// collects by itself after deletions, plus leftovers of interrupted imports.
 pub fn prune(ctx: &Ctx) -> Result<ExitCode> {
-    let stats = ctx.store.gc()?;
+    let (links, stats) =
+        lambox_registry::gc::collect(&ctx.store, lambox_registry::gc::UNCLAIMED_GRACE)?;
     println!(
-        "removed {} blobs, {} layers, {} leftovers of interrupted imports",
-        stats.blobs, stats.layers, stats.temps
+        "removed {} blobs, {} layers, {} leftovers of interrupted imports, {} registry links no image needs",
+        stats.blobs, stats.layers, stats.temps, links
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,4 +99,151 @@ pub fn error_code(body: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no errors[0].code in {body}"))
         .to_string()
+}
+
+/// Run a command; panic with its output unless it succeeds; its stdout.
+pub async fn run(cmd: &str, args: &[&str], envs: &[(&str, &Path)]) -> String {
+    let mut c = tokio::process::Command::new(cmd);
+    c.args(args).stdin(std::process::Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Check a `skopeo copy … dir:DIR` result: `manifest.json` has digest `want`, and every blob
+/// it names is present with the right digest and size, and is the store's blob.
+pub fn check_pulled(dir: &Path, want: &str, store: &Path) {
+    let manifest = std::fs::read(dir.join("manifest.json")).expect("manifest.json");
+    assert_eq!(sha256(&manifest), want, "pulled manifest is byte-identical");
+    let m: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    let mut descs = vec![m["config"].clone()];
+    descs.extend(m["layers"].as_array().expect("layers").iter().cloned());
+    for d in descs {
+        let digest = d["digest"].as_str().expect("digest");
+        let hex = &digest[7..];
+        let bytes = std::fs::read(dir.join(hex)).expect("pulled blob");
+        assert_eq!(sha256(&bytes), digest);
+        assert_eq!(bytes.len() as u64, d["size"].as_u64().expect("size"));
+        let stored = store.join("blobs/sha256").join(hex);
+        assert_eq!(
+            std::fs::metadata(&stored)
+                .expect("the store has the blob")
+                .len(),
+            bytes.len() as u64
+        );
+    }
+}
+
+pub async fn head_digest(s: &Server, repo: &str, tag: &str) -> String {
+    let r = client()
+        .head(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), 200, "{repo}:{tag}");
+    r.headers()["docker-content-digest"]
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+/// Push `image` with skopeo in `format`, pull it back into a `dir:` layout, compare.
+pub async fn skopeo_round_trip(s: &Server, work: &Path, image: &str, format: &str, repo: &str) {
+    let src = format!("oci:{}:latest", fixture_image(image).join("oci").display());
+    let dest = format!("docker://{}/{repo}:latest", s.addr);
+    let digestfile = work.join(format!("{}-{format}.digest", repo.replace('/', "_")));
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--format",
+            format,
+            "--digestfile",
+            digestfile.to_str().expect("utf-8"),
+            &src,
+            &dest,
+        ],
+        &[],
+    )
+    .await;
+    let pushed = std::fs::read_to_string(&digestfile).expect("digestfile");
+    assert_eq!(head_digest(s, repo, "latest").await, pushed.trim());
+    let raw = run(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &dest],
+        &[],
+    )
+    .await;
+    let mt = serde_json::from_str::<serde_json::Value>(&raw).expect("json")["mediaType"]
+        .as_str()
+        .expect("mediaType")
+        .to_string();
+    let want = if format == "v2s2" {
+        "application/vnd.docker.distribution.manifest.v2+json"
+    } else {
+        "application/vnd.oci.image.manifest.v1+json"
+    };
+    assert_eq!(mt, want, "{image} pushed as {format}");
+    let out: PathBuf = work.join(format!("pull-{}-{format}", repo.replace('/', "_")));
+    pull_and_check(s, &format!("{repo}:latest"), &out, pushed.trim()).await;
+}
+
+/// Pull REPO:TAG with skopeo into a `dir:` layout at `out` and [`check_pulled`] it.
+pub async fn pull_and_check(s: &Server, repo_tag: &str, out: &Path, want: &str) {
+    let src = format!("docker://{}/{repo_tag}", s.addr);
+    let dest = format!("dir:{}", out.display());
+    run(
+        "skopeo",
+        &["copy", "--quiet", "--src-tls-verify=false", &src, &dest],
+        &[],
+    )
+    .await;
+    check_pulled(out, want, s.dir.path());
+}
+
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
+        .to_str()
+        .expect("ascii header")
+}
+
+/// Push a blob in one POST (monolithic upload); its digest.
+pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
+    let d = sha256(bytes);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::CREATED,
+        "monolithic push to {repo}"
+    );
+    assert_eq!(header(&r, "docker-content-digest"), d);
+    assert_eq!(header(&r, "location"), format!("/v2/{repo}/blobs/{d}"));
+    d
 }
