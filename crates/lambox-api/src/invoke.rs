@@ -174,7 +174,10 @@ impl Lambda {
             attempts: 0,
             next_attempt_ms: 0,
         };
-        self.state.insert_event(&event)?;
+        self.events
+            .insert(&self.state, event.clone())
+            .await
+            .map_err(|e| error::service(&format!("could not store the event: {e}")))?;
         tracing::info!(function = %r.name, event = %event.id, "event accepted");
         let id = event.id.clone();
         self.spawn_event(event);

@@ -10,7 +10,7 @@ use crate::images::{ImageFailure, ImageResolver, ResolvedImage};
 use crate::model::*;
 use crate::names::{valid_name, FunctionRef, Qualifier};
 use crate::scheduler::Scheduler;
-use crate::state::State;
+use crate::state::{EventWriter, State};
 
 /// lambox's identity and limits as the API reports them.
 #[derive(Debug, Clone)]
@@ -34,7 +34,9 @@ fn min_unreserved(limit: u64) -> u64 {
 /// The Lambda control plane.
 pub struct Lambda {
     pub(crate) config: ServiceConfig,
-    pub(crate) state: State,
+    pub(crate) state: Arc<State>,
+    /// Stores accepted async events, grouped (see [`EventWriter`]).
+    pub(crate) events: EventWriter,
     pub(crate) images: Arc<dyn ImageResolver>,
     pub(crate) scheduler: Scheduler,
     /// Background work (image resolution, async events) in progress.
@@ -292,7 +294,8 @@ impl Lambda {
     ) -> Arc<Lambda> {
         Arc::new(Lambda {
             config,
-            state,
+            state: Arc::new(state),
+            events: EventWriter::default(),
             images,
             scheduler,
             background: AtomicUsize::new(0),

@@ -4,7 +4,7 @@
 //! [`MIGRATIONS`] lists every step in order.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -58,6 +58,60 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE events ADD COLUMN error TEXT;
      ALTER TABLE events ADD COLUMN finished_ms INTEGER;",
 ];
+
+/// Largest group of events [`EventWriter`] stores in one transaction.
+const MAX_EVENT_GROUP: usize = 1024;
+
+type EventAck = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Group commit of accepted async events: each request waits until its event is durable
+/// (answering 202 only then), but the events of concurrent requests share one transaction
+/// and one sync of the log — a sync costs milliseconds here, so one per event would cap
+/// acceptance at a few hundred events a second. The writer task starts with the first event.
+#[derive(Debug, Default)]
+pub struct EventWriter {
+    tx: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(StoredEvent, EventAck)>>,
+}
+
+impl EventWriter {
+    /// Stores `event` (with whatever other events are waiting) and returns once it is durable.
+    pub async fn insert(&self, state: &Arc<State>, event: StoredEvent) -> Result<(), String> {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(write_events(state.clone(), rx));
+            tx
+        });
+        let (ack, done) = tokio::sync::oneshot::channel();
+        tx.send((event, ack))
+            .map_err(|_| "the event writer has stopped".to_string())?;
+        done.await
+            .map_err(|_| "the event writer has stopped".to_string())?
+    }
+}
+
+async fn write_events(
+    state: Arc<State>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(StoredEvent, EventAck)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_EVENT_GROUP {
+            match rx.try_recv() {
+                Ok(e) => group.push(e),
+                Err(_) => break,
+            }
+        }
+        let st = state.clone();
+        let (events, acks): (Vec<StoredEvent>, Vec<EventAck>) = group.into_iter().unzip();
+        let r = tokio::task::spawn_blocking(move || st.insert_events(&events))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        for ack in acks {
+            let _ = ack.send(r.clone());
+        }
+    }
+}
 
 /// A stored async event.
 #[derive(Debug, Clone)]
@@ -554,23 +608,35 @@ impl State {
         Ok(n == 1)
     }
 
-    /// Stores an accepted async event (durably: `synchronous=FULL`) before it is answered.
-    pub fn insert_event(&self, event: &StoredEvent) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
-                 config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                params![
+    /// Stores accepted async events (durably: `synchronous=FULL`) in one transaction, so one
+    /// sync of the log covers them all ([`EventWriter`] groups the events of concurrent
+    /// requests).
+    pub fn insert_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a StoredEvent>,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db_err(e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
+                     config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                )
+                .map_err(|e| self.db_err(e))?;
+            for event in events {
+                st.execute(params![
                     event.id,
                     event.name,
                     event.qualifier,
                     event.payload,
                     event.received_ms as i64,
                     event.config_qualifier
-                ],
-            )
-            .map_err(|e| self.db_err(e))?;
-        Ok(())
+                ])
+                .map_err(|e| self.db_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db_err(e))
     }
 
     /// Records the end of an event (`succeeded` or `failed`, with the last error), counting
