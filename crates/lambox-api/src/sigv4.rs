@@ -710,6 +710,27 @@ mod tests {
     }
 
     #[test]
+    fn odd_signed_header_names_are_a_mismatch_not_a_panic() {
+        for signed in [
+            "host;x-amz-date;bad header",
+            "host;x-amz-date;",
+            "host;x-amz-date;\u{e9}t\u{e9}",
+            "HOST;x-amz-date",
+        ] {
+            let mut parts = vanilla(VANILLA_SIGNATURE, "20150830T123600Z");
+            let value = format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders={signed}, Signature={VANILLA_SIGNATURE}"
+            );
+            let Ok(value) = http::HeaderValue::from_str(&value) else {
+                continue;
+            };
+            parts.headers.insert(http::header::AUTHORIZATION, value);
+            let r = verifier().verify(&parts, &empty_hash(), "service", at("20150830T123600Z"));
+            assert!(r.is_err(), "{signed}");
+        }
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let k = AccessKey {
             access_key_id: "AKID".into(),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{fixtures, free_port, http_get, oci, DataDir, Registry};
+use common::{free_port, http_get, oci, DataDir, Registry};
 use serde_json::Value;
 
 /// A running `lambox serve`; SIGTERM then SIGKILL on drop.
