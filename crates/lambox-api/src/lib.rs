@@ -12,7 +12,8 @@
 //! * [`state`]: SQLite (`DATA/lambox-api.db`, WAL, versioned schema);
 //! * [`images`]: `ImageUri` → a stored image pinned by digest;
 //! * [`scheduler`]: function versions → pools; reserved and account concurrency;
-//! * [`router`]: the axum router, `GET /health`, request ids.
+//! * [`router`]: the axum router, `GET /health`, request ids;
+//! * [`sigv4`]: AWS Signature Version 4 verification (`lambox serve --auth sigv4`).
 
 pub mod error;
 pub mod images;
@@ -22,10 +23,11 @@ pub mod names;
 pub mod router;
 pub mod scheduler;
 pub mod service;
+pub mod sigv4;
 pub mod state;
 
 pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
-pub use router::router;
+pub use router::{router, router_with_auth};
 pub use scheduler::{LauncherFactory, Scheduler};
 pub use service::{Lambda, ServiceConfig};
 pub use state::{EventSummary, State};

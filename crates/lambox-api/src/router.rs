@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::names::FunctionRef;
 use crate::service::Lambda;
+use crate::sigv4::Guard;
 
 type S = State<Arc<Lambda>>;
 
@@ -341,11 +342,16 @@ async fn request_id(req: Request, next: Next) -> Response {
     .await
 }
 
-/// The Lambda API router over `lambda`.
+/// The Lambda API router over `lambda`, accepting any credentials.
 pub fn router(lambda: Arc<Lambda>) -> Router {
+    router_with_auth(lambda, None)
+}
+
+/// The Lambda API router over `lambda`; with `auth`, every request but `GET /health` (unknown
+/// paths too) must be signed for the `lambda` service (see [`crate::sigv4`]).
+pub fn router_with_auth(lambda: Arc<Lambda>, auth: Option<Guard>) -> Router {
     const F: &str = "/2015-03-31/functions/{name}";
-    Router::new()
-        .route("/health", get(health))
+    let api = Router::new()
         .route(
             "/2015-03-31/functions",
             post(create_function).get(list_functions),
@@ -392,6 +398,14 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
         .route("/2016-08-19/account-settings/", get(account_settings))
         .method_not_allowed_fallback(unknown_operation)
         .fallback(unknown_operation)
-        .layer(middleware::from_fn(request_id))
+        .with_state(lambda.clone());
+    let api = match auth {
+        Some(guard) => guard.wrap(api),
+        None => api,
+    };
+    Router::new()
+        .route("/health", get(health))
         .with_state(lambda)
+        .merge(api)
+        .layer(middleware::from_fn(request_id))
 }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use lambox_api::sigv4::{AccessKey, AuthError, Guard, SecretKey, Verifier, SERVICE_LAMBDA};
 use lambox_api::{Lambda, Scheduler, ServiceConfig, State, StoreImages};
 use lambox_image::store::Store;
 use lambox_runtime::{Launcher, MemoryLogSink, ProcessLauncher};
@@ -21,6 +22,10 @@ struct App {
 }
 
 fn app_with_limit(account_concurrency: u64) -> App {
+    app_with(account_concurrency, None)
+}
+
+fn app_with(account_concurrency: u64, auth: Option<Guard>) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(dir.path()).expect("store"));
     let state = State::open(dir.path()).expect("state");
@@ -47,7 +52,7 @@ fn app_with_limit(account_concurrency: u64) -> App {
         scheduler,
     );
     App {
-        router: lambox_api::router(lambda),
+        router: lambox_api::router_with_auth(lambda, auth),
         _dir: dir,
     }
 }
@@ -64,10 +69,24 @@ struct Answer {
 }
 
 async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> Answer {
-    let req = Request::builder()
+    call_with(app, method, uri, &[], body).await
+}
+
+async fn call_with(
+    app: &App,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &[u8])],
+    body: Option<Value>,
+) -> Answer {
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(match body {
             Some(b) => Body::from(b.to_string()),
             None => Body::empty(),
@@ -757,4 +776,133 @@ async fn event_invoke_config_is_stored_validated_and_versioned_by_qualifier() {
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     let a = call(&app, "DELETE", P, None).await;
     assert_eq!(a.status, 404);
+}
+
+fn signed_app() -> App {
+    let verifier = Verifier::new(
+        [AccessKey {
+            access_key_id: "AKIDTEST".into(),
+            secret: SecretKey::new("secret".into()),
+        }],
+        "us-east-1",
+    );
+    app_with(
+        1000,
+        Some(Guard::new(
+            Arc::new(verifier),
+            SERVICE_LAMBDA,
+            AuthError::lambda_response,
+        )),
+    )
+}
+
+fn amz_date(ago: Duration) -> String {
+    (chrono::Utc::now() - chrono::Duration::from_std(ago).expect("duration"))
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string()
+}
+
+fn authorization(key: &str, date: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+        &date[..8],
+        "0".repeat(64)
+    )
+}
+
+#[tokio::test]
+async fn sigv4_refusals_are_one_line_403s_in_aws_words() {
+    let app = signed_app();
+    const L: &str = "/2015-03-31/functions/";
+    // /health is not guarded.
+    let a = call(&app, "GET", "/health", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    for path in [L, "/2015-03-31/functions/x/invocations", "/no/such/path"] {
+        let a = call(&app, "GET", path, None).await;
+        assert_error(
+            &a,
+            403,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        );
+    }
+
+    let now = amz_date(Duration::ZERO);
+    let host: &[u8] = b"127.0.0.1:4566";
+    for bad in [
+        &b"AWS4-HMAC-SHA256"[..],
+        b"AWS4-HMAC-SHA256 Credential=AKIDTEST",
+        b"AWS4-HMAC-SHA256 Credential=AKIDTEST/x, SignedHeaders=host, Signature=zz",
+        b"AWS4-HMAC-SHA256 Credential==,,,Signature=,SignedHeaders=;;;",
+        b"Bearer abc",
+        b"AWS4-HMAC-SHA256 Credential=\xff\xfe/20260101/us-east-1/lambda/aws4_request",
+        b"   ",
+    ] {
+        let a = call_with(
+            &app,
+            "GET",
+            L,
+            &[
+                ("authorization", bad),
+                ("x-amz-date", now.as_bytes()),
+                ("host", host),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 403, "{bad:?}: {:?}", a.body);
+        assert_eq!(
+            a.error_type.as_deref(),
+            Some("IncompleteSignatureException"),
+            "{bad:?}: {:?}",
+            a.body
+        );
+        let msg = a.body["message"].as_str().expect("message");
+        assert!(!msg.is_empty() && !msg.contains('\n'), "{msg:?}");
+    }
+
+    let call_signed = |key: &'static str, date: String| {
+        let app = &app;
+        async move {
+            let auth = authorization(key, &date);
+            call_with(
+                app,
+                "GET",
+                L,
+                &[
+                    ("authorization", auth.as_bytes()),
+                    ("x-amz-date", date.as_bytes()),
+                    ("host", host),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let a = call_signed("AKIDNOBODY", now.clone()).await;
+    assert_error(
+        &a,
+        403,
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    );
+    let a = call_signed("AKIDTEST", now.clone()).await;
+    assert_error(
+        &a,
+        403,
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided.",
+    );
+    let old = amz_date(Duration::from_secs(20 * 60));
+    let a = call_signed("AKIDTEST", old.clone()).await;
+    assert_error(
+        &a,
+        403,
+        "InvalidSignatureException",
+        &format!("Signature expired: {old} is now earlier than "),
+    );
+    // A date that is not ISO 8601 basic format.
+    let a = call_signed("AKIDTEST", "2026-01-01T00:00:00Z".into()).await;
+    assert_error(&a, 403, "IncompleteSignatureException", "ISO-8601");
 }

@@ -7,8 +7,8 @@
 //! When [`crate::RegistryConfig::auth`] is on, every `/v2/` request (including `GET /v2/`,
 //! which clients probe before a login) needs a valid, unexpired token; otherwise it gets
 //! 401 `UNAUTHORIZED` with `WWW-Authenticate: Basic realm="…"` (distribution spec, "Error
-//! Codes"; ECR answers a `Basic` challenge too). The ECR JSON API itself is not checked
-//! (requests are not SigV4-verified; see [`crate::ecr`]).
+//! Codes"; ECR answers a `Basic` challenge too). The ECR JSON API itself is checked by SigV4
+//! when `lambox serve --auth sigv4` is on (which also turns this on; see [`crate::ecr`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -6,7 +6,9 @@
 //! Also GetAuthorizationToken (see [`crate::auth`]), PutImageTagMutability and
 //! PutImageScanningConfiguration; an IMMUTABLE repository refuses a manifest PUT that would
 //! move an existing tag (`TAG_INVALID`, ECR's message); PutImage (ECR's retag); StartImageScan
-//! and DescribeImageScanFindings (see [`crate::scan`]). Requests are not SigV4-verified.
+//! and DescribeImageScanFindings (see [`crate::scan`]). SigV4 is checked, when on, by the
+//! layer `lambox serve` puts around [`router`] (lambox-api's `sigv4::Guard`), whose errors use
+//! [`error_response`].
 //! `repositoryUri` is `<Host header>/<name>`, so it can be pushed to as it is.
 
 use axum::body::Bytes;
@@ -37,14 +39,19 @@ struct EcrError(&'static str, String);
 
 impl IntoResponse for EcrError {
     fn into_response(self) -> Response {
-        let body = json!({ "__type": self.0, "message": self.1 }).to_string();
-        (
-            StatusCode::BAD_REQUEST,
-            [("content-type", CONTENT_TYPE), ("x-amzn-errortype", self.0)],
-            body,
-        )
-            .into_response()
+        error_response(StatusCode::BAD_REQUEST, self.0, &self.1)
     }
+}
+
+/// An ECR (JSON 1.1) error answer: `{"__type": code, "message": …}` with `x-amzn-ErrorType`.
+pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
+    let body = json!({ "__type": code, "message": message }).to_string();
+    (
+        status,
+        [("content-type", CONTENT_TYPE), ("x-amzn-errortype", code)],
+        body,
+    )
+        .into_response()
 }
 
 fn invalid(msg: impl Into<String>) -> EcrError {

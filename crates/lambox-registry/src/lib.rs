@@ -41,7 +41,7 @@ pub struct RegistryConfig {
     pub upload_timeout: Duration,
     /// Require a token from ECR's `GetAuthorizationToken` on every `/v2/` request (see
     /// [`auth`]). Off by default: `lambox serve` listens on loopback and its Lambda API is
-    /// not authenticated either.
+    /// not authenticated either unless `--auth sigv4`, which turns this on too.
     pub auth: bool,
     /// How long a token is valid (ECR: 12 hours).
     pub token_ttl: Duration,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use lambox_api::sigv4::{self, AccessKey, SecretKey};
 use lambox_api::{Lambda, Scheduler, ServiceConfig, State, StoreImages};
 use lambox_image::store::Store;
 use lambox_runtime::{Launcher, StdoutLogSink};
@@ -31,7 +32,7 @@ const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML configuration file (keys: listen, data_dir, account_id, region, [limits])
+    /// TOML configuration file (keys: listen, data_dir, account_id, region, [limits], [auth])
     #[arg(long, env = "LAMBOX_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the API [default: 127.0.0.1:4566]
@@ -58,6 +59,19 @@ pub struct ServeArgs {
     /// Require a token from `aws ecr get-login-password` on the registry's /v2/ API
     #[arg(long, env = "LAMBOX_REGISTRY_AUTH")]
     registry_auth: bool,
+    /// Authentication of API requests: none (any credentials) or sigv4 (AWS Signature V4
+    /// with a configured key; also turns on the registry's token auth) [default: none]
+    #[arg(long, env = "LAMBOX_AUTH")]
+    auth: Option<AuthMode>,
+    /// An access key accepted with --auth sigv4, as ACCESS_KEY_ID:SECRET (repeatable; env:
+    /// comma-separated)
+    #[arg(
+        long = "auth-key",
+        env = "LAMBOX_AUTH_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_keys: Vec<KeyArg>,
     /// OSV JSON export (file or directory) the registry's image scans match packages against
     #[arg(long, env = "LAMBOX_REGISTRY_VULN_DB")]
     registry_vuln_db: Option<PathBuf>,
@@ -75,6 +89,61 @@ struct FileConfig {
     region: Option<String>,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    auth: FileAuth,
+}
+
+/// One `--auth-key` value as given (`ACCESS_KEY_ID:SECRET`); parsed in [`resolve_auth`], so
+/// that neither clap's errors nor `Debug` ever show the secret.
+#[derive(Clone)]
+struct KeyArg(String);
+
+impl std::str::FromStr for KeyArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(KeyArg(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for KeyArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyArg(<redacted>)")
+    }
+}
+
+/// How API requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum AuthMode {
+    /// Any credentials are accepted (as local AWS emulators do).
+    #[default]
+    None,
+    /// AWS Signature Version 4 against the configured access keys.
+    Sigv4,
+}
+
+/// `[auth]`: `mode` and `[[auth.keys]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    mode: Option<AuthMode>,
+    #[serde(default)]
+    keys: Vec<FileKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl std::fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileKey")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +167,60 @@ struct Settings {
     /// `None`: idle environments are kept until shutdown.
     idle_timeout: Option<Duration>,
     async_retry_delay_scale: f64,
+    /// `Some` with `--auth sigv4`: the accepted keys (at least one).
+    auth_keys: Option<Vec<AccessKey>>,
+}
+
+/// One access key from a flag, the environment or the file; errors never show the secret.
+fn access_key(id: &str, secret: &str, from: &str) -> Result<AccessKey> {
+    if id.is_empty() || secret.is_empty() {
+        bail!("{from}: an access key needs a non-empty access key id and secret");
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("{from}: access key id {id:?} must be letters and digits only");
+    }
+    Ok(AccessKey {
+        access_key_id: id.to_owned(),
+        secret: SecretKey::new(secret.to_owned()),
+    })
+}
+
+/// The keys of `--auth sigv4`: the file's, then the flags' (or `LAMBOX_AUTH_KEYS`); a later
+/// key with the same id wins.
+fn resolve_auth(args: &ServeArgs, file: &FileAuth) -> Result<Option<Vec<AccessKey>>> {
+    let mut keys = Vec::new();
+    for k in &file.keys {
+        keys.push(access_key(
+            &k.access_key_id,
+            &k.secret_access_key,
+            "config file [[auth.keys]]",
+        )?);
+    }
+    for (i, k) in args.auth_keys.iter().enumerate() {
+        let Some((id, secret)) = k.0.split_once(':') else {
+            bail!(
+                "--auth-key / LAMBOX_AUTH_KEYS value {}: not ACCESS_KEY_ID:SECRET",
+                i + 1
+            );
+        };
+        keys.push(access_key(id, secret, "--auth-key / LAMBOX_AUTH_KEYS")?);
+    }
+    match args.auth.or(file.mode).unwrap_or_default() {
+        AuthMode::None => Ok(None),
+        AuthMode::Sigv4 if keys.is_empty() => bail!(
+            "--auth sigv4 needs at least one access key: [[auth.keys]] in the config file, --auth-key ACCESS_KEY_ID:SECRET or LAMBOX_AUTH_KEYS"
+        ),
+        AuthMode::Sigv4 => {
+            let mut seen = std::collections::HashSet::new();
+            let mut unique: Vec<AccessKey> = keys
+                .into_iter()
+                .rev()
+                .filter(|k| seen.insert(k.access_key_id.clone()))
+                .collect();
+            unique.reverse();
+            Ok(Some(unique))
+        }
+    }
 }
 
 fn read_config(path: &Path) -> Result<FileConfig> {
@@ -162,7 +285,9 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
     if !(async_retry_delay_scale > 0.0 && async_retry_delay_scale <= 1.0) {
         bail!("async retry delay scale {async_retry_delay_scale} is not in (0, 1]");
     }
+    let auth_keys = resolve_auth(args, &file.auth)?;
     Ok(Settings {
+        auth_keys,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
         async_retry_delay_scale,
         listen,
@@ -227,7 +352,13 @@ pub fn serve(
     };
 
     let registry_store = store.clone();
-    let registry_auth = args.registry_auth;
+    // An authenticated server is authenticated everywhere: SigV4 on the Lambda and ECR APIs,
+    // GetAuthorizationToken's tokens on /v2/.
+    let verifier = settings
+        .auth_keys
+        .clone()
+        .map(|keys| Arc::new(sigv4::Verifier::new(keys, &settings.region)));
+    let registry_auth = args.registry_auth || verifier.is_some();
     let registry_vuln_db = args.registry_vuln_db.clone();
     let served = runtime.block_on(async move {
         let lambda = Lambda::new(config, state, images, scheduler);
@@ -244,10 +375,17 @@ pub fn serve(
             settings.account_id,
             settings.region,
             settings.data_dir.display(),
-            if registry_auth {
-                "the Lambda and ECR APIs accept any credentials; /v2/ needs a token from GetAuthorizationToken"
-            } else {
-                "requests are not authenticated: any credentials are accepted"
+            match (&settings.auth_keys, registry_auth) {
+                (Some(keys), _) => format!(
+                    "the Lambda and ECR APIs need AWS Signature V4 with one of {} access key(s) ({}); /v2/ needs a token from GetAuthorizationToken",
+                    keys.len(),
+                    keys.iter()
+                        .map(|k| k.access_key_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (None, true) => "the Lambda and ECR APIs accept any credentials; /v2/ needs a token from GetAuthorizationToken".to_owned(),
+                (None, false) => "requests are not authenticated: any credentials are accepted".to_owned(),
             }
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -262,9 +400,23 @@ pub fn serve(
             },
         );
         registry.spawn_upload_reaper();
-        let app = lambox_api::router(lambda.clone())
+        let lambda_guard = verifier.clone().map(|v| {
+            sigv4::Guard::new(v, sigv4::SERVICE_LAMBDA, sigv4::AuthError::lambda_response)
+        });
+        let mut ecr = lambox_registry::ecr::router(&registry);
+        if let Some(v) = verifier {
+            ecr = sigv4::Guard::new(v, sigv4::SERVICE_ECR, |e| {
+                lambox_registry::ecr::error_response(
+                    axum::http::StatusCode::FORBIDDEN,
+                    e.code(),
+                    &e.to_string(),
+                )
+            })
+            .wrap(ecr);
+        }
+        let app = lambox_api::router_with_auth(lambda.clone(), lambda_guard)
             .merge(registry.router())
-            .merge(lambox_registry::ecr::router(&registry));
+            .merge(ecr);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
@@ -452,6 +604,8 @@ mod tests {
             idle_timeout: None,
             async_retry_delay_scale: None,
             registry_auth: false,
+            auth: None,
+            auth_keys: Vec::new(),
             registry_vuln_db: None,
             network: NetworkArgs::default(),
         }
@@ -493,6 +647,52 @@ mod tests {
         assert_eq!(s.account_concurrency, 7);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn auth_mode_and_keys_from_file_and_flags() {
+        assert_eq!(resolve(None, &args(None)).expect("ok").auth_keys, None);
+        let dir = tempfile::tempdir().expect("ok");
+        let file = dir.path().join("lambox.toml");
+        std::fs::write(
+            &file,
+            "[auth]\nmode = \"sigv4\"\n[[auth.keys]]\naccess_key_id = \"AKIDFILE\"\nsecret_access_key = \"file-secret\"\n",
+        )
+        .expect("ok");
+        let mut a = args(Some(file.clone()));
+        a.auth_keys = vec![
+            KeyArg("AKIDFLAG:flag:secret".into()),
+            KeyArg("AKIDFILE:newer".into()),
+        ];
+        let s = resolve(None, &a).expect("ok");
+        let keys = s.auth_keys.clone().expect("sigv4");
+        let ids: Vec<&str> = keys.iter().map(|k| k.access_key_id.as_str()).collect();
+        assert_eq!(ids, ["AKIDFLAG", "AKIDFILE"]);
+        assert_eq!(keys[0].secret, SecretKey::new("flag:secret".into()));
+        assert_eq!(keys[1].secret, SecretKey::new("newer".into()));
+        for secret in ["file-secret", "flag:secret", "newer"] {
+            assert!(!format!("{s:?}").contains(secret), "{s:?}");
+        }
+        // A flag turns it off again.
+        a.auth = Some(AuthMode::None);
+        assert_eq!(resolve(None, &a).expect("ok").auth_keys, None);
+
+        let mut a = args(None);
+        a.auth = Some(AuthMode::Sigv4);
+        let e = resolve(None, &a).expect_err("no keys").to_string();
+        assert!(e.contains("at least one access key"), "{e}");
+        a.auth_keys = vec![KeyArg("no-colon-hunter2".into())];
+        let e = resolve(None, &a).expect_err("malformed").to_string();
+        assert!(
+            e.contains("ACCESS_KEY_ID:SECRET") && !e.contains("hunter2"),
+            "{e}"
+        );
+        a.auth_keys = vec![KeyArg("AKID/x:hunter2".into())];
+        let e = resolve(None, &a).expect_err("bad id").to_string();
+        assert!(
+            e.contains("letters and digits") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -298,6 +298,36 @@ impl Drop for Registry {
     }
 }
 
+/// The fixture cache's PyPI awscli and boto3 (`pip/aws`, installed by scripts/build-fixtures.sh).
+pub fn aws_pythonpath() -> PathBuf {
+    let p = fixtures().join("pip/aws");
+    assert!(
+        p.join("awscli").is_dir(),
+        "{} has no awscli (scripts/build-fixtures.sh installs it)",
+        p.display()
+    );
+    p
+}
+
+/// python3 in `cwd` with the fixture cache's awscli/boto3, the given credentials, region
+/// us-east-1 and no AWS configuration of the machine.
+pub fn aws_python(cwd: &Path, access_key_id: &str, secret_access_key: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(cwd)
+        .env("PYTHONPATH", aws_pythonpath())
+        .env("AWS_ACCESS_KEY_ID", access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// A long-running lambox process (`lambox run`/`lambox serve`) whose output goes to a log
 /// file; stopped with SIGTERM on drop.
 pub struct Server {
