@@ -12,11 +12,15 @@
 //! * [`state`]: SQLite (`DATA/lambox-api.db`, WAL, versioned schema);
 //! * [`images`]: `ImageUri` → a stored image pinned by digest;
 //! * [`scheduler`]: function versions → pools; reserved and account concurrency;
-//! * [`router`]: the axum router, `GET /health`, request ids.
+//! * [`router`]: the axum router, `GET /health`, request ids;
+//! * [`logs`]: function logs in `DATA/logs/` (segments, retention, the scheduler's sink);
+//! * [`logs_api`]: the CloudWatch Logs subset that reads them (`X-Amz-Target: Logs_20140328.*`).
 
 pub mod error;
 pub mod images;
 mod invoke;
+pub mod logs;
+pub mod logs_api;
 pub mod model;
 pub mod names;
 pub mod router;
@@ -25,6 +29,7 @@ pub mod service;
 pub mod state;
 
 pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
+pub use logs::LogStore;
 pub use router::router;
 pub use scheduler::{LauncherFactory, Scheduler};
 pub use service::{Lambda, ServiceConfig};

@@ -379,3 +379,32 @@ impl Drop for Server {
         }
     }
 }
+
+/// The fixture cache's awscli and boto3 (`pip/aws`).
+pub fn aws_pythonpath() -> PathBuf {
+    let p = fixtures().join("pip/aws");
+    assert!(
+        p.join("awscli").is_dir(),
+        "{} has no awscli (scripts/build-fixtures.sh installs it)",
+        p.display()
+    );
+    p
+}
+
+/// python3 with the fixture cache's awscli/boto3 and dummy credentials.
+pub fn python(cwd: &Path) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(cwd)
+        .env("PYTHONPATH", aws_pythonpath())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null());
+    cmd
+}
