@@ -471,3 +471,142 @@ fn filter_events(ctx: &Ctx, r: FilterEventsRequest) -> Result<serde_json::Value,
     })?;
     Ok(json!({ "events": events, "searchedLogStreams": [], "nextToken": next }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use lambox_runtime::{LogRecord, LogSink as _, LogSource};
+    use tower::ServiceExt as _;
+
+    async fn call(app: &Router, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let req = axum::http::Request::post("/")
+            .header(TARGET_HEADER, format!("{TARGET_PREFIX}{op}"))
+            .header("content-type", CONTENT_TYPE)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn describe_get_and_filter_with_pages_and_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LogStore::open(dir.path(), crate::logs::DEFAULT_RETENTION_BYTES).expect("open");
+        let sink = store.sink(None);
+        for (env, text) in [(1, "START a"), (1, "hello"), (2, "START b"), (1, "END a")] {
+            sink.write(&LogRecord {
+                function: "f",
+                version: "$LATEST",
+                pool: 1,
+                environment: Some(env),
+                request_id: None,
+                source: LogSource::Stdout,
+                text,
+            });
+        }
+        let app = router(store, "000000000000", "us-east-1");
+
+        let (s, v) = call(&app, "DescribeLogGroups", json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["logGroups"][0]["logGroupName"], "/aws/lambda/f");
+        assert_eq!(
+            v["logGroups"][0]["arn"],
+            "arn:aws:logs:us-east-1:000000000000:log-group:/aws/lambda/f:*"
+        );
+
+        let (_, v) = call(
+            &app,
+            "DescribeLogStreams",
+            json!({"logGroupName": "/aws/lambda/f", "limit": 1}),
+        )
+        .await;
+        assert_eq!(v["logStreams"].as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(v["nextToken"], "1");
+
+        // Pages of one event, followed by their tokens, give every event once, in order.
+        let mut token = None;
+        let mut messages = Vec::new();
+        loop {
+            let mut input = json!({"logGroupName": "/aws/lambda/f", "limit": 1});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let (s, v) = call(&app, "FilterLogEvents", input).await;
+            assert_eq!(s, 200, "{v}");
+            for e in v["events"].as_array().expect("events") {
+                messages.push(e["message"].as_str().expect("message").to_owned());
+            }
+            match v.get("nextToken").and_then(|t| t.as_str()) {
+                Some(t) => token = Some(t.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(messages, ["START a\n", "hello\n", "START b\n", "END a\n"]);
+        let (_, v) = call(
+            &app,
+            "FilterLogEvents",
+            json!({"logGroupIdentifier": "arn:aws:logs:us-east-1:000000000000:log-group:/aws/lambda/f:*", "filterPattern": "\"START\""}),
+        )
+        .await;
+        assert_eq!(v["events"].as_array().map(Vec::len), Some(2), "{v}");
+
+        let stream = v["events"][0]["logStreamName"]
+            .as_str()
+            .expect("stream")
+            .to_owned();
+        let (_, v) = call(
+            &app,
+            "GetLogEvents",
+            json!({"logGroupName": "/aws/lambda/f", "logStreamName": stream, "startFromHead": true}),
+        )
+        .await;
+        let texts: Vec<&str> = v["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        assert_eq!(texts, ["START a\n", "hello\n", "END a\n"]);
+        // At the end the forward token comes back unchanged.
+        let fwd = v["nextForwardToken"].clone();
+        let (_, v) = call(
+            &app,
+            "GetLogEvents",
+            json!({"logGroupName": "/aws/lambda/f", "logStreamName": stream, "nextToken": fwd}),
+        )
+        .await;
+        assert_eq!(v["events"].as_array().map(Vec::len), Some(0), "{v}");
+        assert_eq!(v["nextForwardToken"], fwd);
+
+        let (s, v) = call(
+            &app,
+            "FilterLogEvents",
+            json!({"logGroupName": "/aws/lambda/x"}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["__type"].as_str()),
+            (400, Some("ResourceNotFoundException"))
+        );
+        assert_eq!(v["message"], "The specified log group does not exist.");
+        let (s, v) = call(
+            &app,
+            "FilterLogEvents",
+            json!({"logGroupName": "/aws/lambda/f", "limit": 0}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["__type"].as_str()),
+            (400, Some("InvalidParameterException"))
+        );
+        let (s, v) = call(&app, "PutLogEvents", json!({})).await;
+        assert_eq!(
+            (s, v["__type"].as_str()),
+            (400, Some("UnknownOperationException"))
+        );
+    }
+}
