@@ -615,11 +615,12 @@ fn stream_name(timestamp: i64, version: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lambox_runtime::LogSource;
 
-    fn record(sink: &StoreSink, function: &str, env: u64, text: &str) {
+    /// A stdout record of `$LATEST`, environment `env` of pool 1.
+    pub(crate) fn record(sink: &StoreSink, function: &str, env: u64, text: &str) {
         sink.write(&LogRecord {
             function,
             version: "$LATEST",

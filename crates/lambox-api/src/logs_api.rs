@@ -477,7 +477,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http_body_util::BodyExt as _;
-    use lambox_runtime::{LogRecord, LogSink as _, LogSource};
     use tower::ServiceExt as _;
 
     async fn call(app: &Router, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
@@ -498,15 +497,7 @@ mod tests {
         let store = LogStore::open(dir.path(), crate::logs::DEFAULT_RETENTION_BYTES).expect("open");
         let sink = store.sink(None);
         for (env, text) in [(1, "START a"), (1, "hello"), (2, "START b"), (1, "END a")] {
-            sink.write(&LogRecord {
-                function: "f",
-                version: "$LATEST",
-                pool: 1,
-                environment: Some(env),
-                request_id: None,
-                source: LogSource::Stdout,
-                text,
-            });
+            crate::logs::tests::record(&sink, "f", env, text);
         }
         let app = router(store, "000000000000", "us-east-1");
 
