@@ -211,7 +211,14 @@ fn invoke_functions_and_logs_clients_and_the_cloudwatch_api() {
             && row.contains("oci:"),
         "{table}"
     );
-    let out = client(&endpoint, &["functions", "--json"]);
+    // With credentials in the environment the request is SigV4-signed (serve accepts any).
+    let out = common::lambox()
+        .args(["functions", "--json", "--endpoint", &endpoint])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run lambox");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 
