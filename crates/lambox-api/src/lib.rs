@@ -13,11 +13,15 @@
 //! * [`images`]: `ImageUri` → a stored image pinned by digest;
 //! * [`scheduler`]: function versions → pools; reserved and account concurrency;
 //! * [`router`]: the axum router, `GET /health`, request ids;
+//! * [`logs`]: function logs in `DATA/logs/` (segments, retention, the scheduler's sink);
+//! * [`logs_api`]: the CloudWatch Logs subset that reads them (`X-Amz-Target: Logs_20140328.*`);
 //! * [`sigv4`]: AWS Signature Version 4 verification (`lambox serve --auth sigv4`).
 
 pub mod error;
 pub mod images;
 mod invoke;
+pub mod logs;
+pub mod logs_api;
 pub mod model;
 pub mod names;
 pub mod router;
@@ -27,6 +31,7 @@ pub mod sigv4;
 pub mod state;
 
 pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
+pub use logs::LogStore;
 pub use router::{router, router_with_auth};
 pub use scheduler::{LauncherFactory, Scheduler};
 pub use service::{Lambda, ServiceConfig};

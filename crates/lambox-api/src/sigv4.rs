@@ -55,6 +55,8 @@ pub const MAX_BUFFERED_BODY: usize = 64 * 1024 * 1024;
 pub const SERVICE_LAMBDA: &str = "lambda";
 /// The signing name of ECR's API.
 pub const SERVICE_ECR: &str = "ecr";
+/// The signing name of CloudWatch Logs (`lambox logs`, `aws logs`).
+pub const SERVICE_LOGS: &str = "logs";
 
 const X_AMZ_DATE: &str = "x-amz-date";
 const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";

@@ -39,6 +39,7 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +68,11 @@ pub enum LogSource {
 pub struct LogRecord<'a> {
     /// Function name.
     pub function: &'a str,
+    /// The version the pool runs (`$LATEST` or a number).
+    pub version: &'a str,
+    /// The pool, unique in this process (a pool rebuilt for a new RevisionId is a new pool,
+    /// its environment numbers start again): with `environment`, names one environment.
+    pub pool: u64,
     /// Which execution environment of the pool wrote it, when one did.
     pub environment: Option<u64>,
     /// The invoke it belongs to, when it was written during one.
@@ -158,6 +164,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Emitter {
     sink: Arc<dyn LogSink>,
     function: Arc<str>,
+    version: Arc<str>,
+    pool: u64,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -169,10 +177,13 @@ impl std::fmt::Debug for Emitter {
 }
 
 impl Emitter {
-    pub(crate) fn new(sink: Arc<dyn LogSink>, function: &str) -> Self {
+    pub(crate) fn new(sink: Arc<dyn LogSink>, function: &str, version: &str) -> Self {
+        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         Emitter {
             sink,
             function: function.into(),
+            version: version.into(),
+            pool: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -185,6 +196,8 @@ impl Emitter {
     ) {
         self.sink.write(&LogRecord {
             function: &self.function,
+            version: &self.version,
+            pool: self.pool,
             environment,
             request_id,
             source,
@@ -608,7 +621,7 @@ mod tests {
     #[test]
     fn tail_keeps_the_last_4_kb() {
         let sink = MemoryLogSink::new();
-        let log = InvokeLog::new(Emitter::new(Arc::new(sink.clone()), "f"), "id");
+        let log = InvokeLog::new(Emitter::new(Arc::new(sink.clone()), "f", "$LATEST"), "id");
         for i in 0..1000 {
             log.platform(&format!("line {i:04} ................................"));
         }

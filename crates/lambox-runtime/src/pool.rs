@@ -256,7 +256,7 @@ impl Pool {
         if options.concurrency == 0 {
             return Err(ConfigError::Concurrency);
         }
-        let emitter = Emitter::new(sink, &config.name);
+        let emitter = Emitter::new(sink, &config.name, &config.version);
         let live = Arc::new(LiveEnvironments::default());
         let launcher = Arc::new(TrackingLauncher {
             inner: launcher,

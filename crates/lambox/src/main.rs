@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod client;
 mod commands;
 mod launcher;
 mod progress;
@@ -51,6 +52,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List a function's async events (and why the failed ones failed) from the data directory
     Events(serve::EventsArgs),
+    /// Invoke a function of a running lambox serve; prints the response payload
+    Invoke(client::InvokeArgs),
+    /// List the functions of a running lambox serve
+    Functions(client::FunctionsArgs),
+    /// Print a function's log from a running lambox serve (--follow for new lines)
+    Logs(client::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,9 +98,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         // The data directory may come from serve's config file: serve opens it itself.
         return serve::serve(cli.data_dir, cli.max_image_size, a);
     }
-    if let Command::Events(a) = cli.command {
-        return serve::events(cli.data_dir, a);
-    }
+    let command = match cli.command {
+        Command::Events(a) => return serve::events(cli.data_dir, a),
+        // Clients of serve's API: no data directory.
+        Command::Invoke(a) => return client::invoke(a),
+        Command::Functions(a) => return client::functions(a),
+        Command::Logs(a) => return client::logs(a),
+        other => other,
+    };
     let root = cli
         .data_dir
         .clone()
@@ -104,7 +116,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         store,
         max_image_size: cli.max_image_size,
     };
-    match cli.command {
+    match command {
         Command::Pull(a) => commands::pull(&ctx, a),
         Command::Load(a) => commands::load(&ctx, a),
         Command::Images(a) => commands::images(&ctx, a),
@@ -113,6 +125,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune => commands::prune(&ctx),
         Command::Lint(a) => commands::lint(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
-        Command::Serve(_) | Command::Events(_) => unreachable!("handled above"),
+        Command::Serve(_)
+        | Command::Events(_)
+        | Command::Invoke(_)
+        | Command::Functions(_)
+        | Command::Logs(_) => unreachable!("handled above"),
     }
 }

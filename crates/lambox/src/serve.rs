@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use lambox_api::sigv4::{self, AccessKey, SecretKey};
-use lambox_api::{Lambda, Scheduler, ServiceConfig, State, StoreImages};
+use lambox_api::{Lambda, LogStore, Scheduler, ServiceConfig, State, StoreImages};
 use lambox_image::store::Store;
 use lambox_runtime::{Launcher, StdoutLogSink};
 use serde::Deserialize;
@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// OSV JSON export (file or directory) the registry's image scans match packages against
     #[arg(long, env = "LAMBOX_REGISTRY_VULN_DB")]
     registry_vuln_db: Option<PathBuf>,
+    /// Bytes of log kept per function in DATA/logs (oldest dropped first) [default: 64 MiB]
+    #[arg(long, env = "LAMBOX_LOG_RETENTION_BYTES")]
+    log_retention_bytes: Option<u64>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -153,6 +156,7 @@ struct FileLimits {
     shutdown_grace_seconds: Option<u64>,
     idle_timeout_seconds: Option<u64>,
     async_retry_delay_scale: Option<f64>,
+    log_retention_bytes: Option<u64>,
 }
 
 /// Every setting, resolved.
@@ -169,6 +173,7 @@ struct Settings {
     async_retry_delay_scale: f64,
     /// `Some` with `--auth sigv4`: the accepted keys (at least one).
     auth_keys: Option<Vec<AccessKey>>,
+    log_retention_bytes: u64,
 }
 
 /// One access key from a flag, the environment or the file; errors never show the secret.
@@ -285,9 +290,20 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
     if !(async_retry_delay_scale > 0.0 && async_retry_delay_scale <= 1.0) {
         bail!("async retry delay scale {async_retry_delay_scale} is not in (0, 1]");
     }
+    let log_retention_bytes = args
+        .log_retention_bytes
+        .or(file.limits.log_retention_bytes)
+        .unwrap_or(lambox_api::logs::DEFAULT_RETENTION_BYTES);
+    if log_retention_bytes < lambox_api::logs::MIN_RETENTION_BYTES {
+        bail!(
+            "log retention {log_retention_bytes} bytes is below the minimum of {}",
+            lambox_api::logs::MIN_RETENTION_BYTES
+        );
+    }
     let auth_keys = resolve_auth(args, &file.auth)?;
     Ok(Settings {
         auth_keys,
+        log_retention_bytes,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
         async_retry_delay_scale,
         listen,
@@ -316,6 +332,7 @@ pub fn serve(
             .with_context(|| format!("open data directory {}", settings.data_dir.display()))?,
     );
     let state = State::open(&settings.data_dir)?;
+    let logs = LogStore::open(&settings.data_dir, settings.log_retention_bytes)?;
     let images = Arc::new(
         StoreImages::new(store.clone(), max_image_size).with_local_registry(
             Arc::new(OwnRegistry(store.clone())),
@@ -338,7 +355,8 @@ pub fn serve(
     let scheduler = Scheduler::new(
         images.clone(),
         launchers,
-        Arc::new(StdoutLogSink),
+        // Function logs go to DATA/logs and, as before, to serve's stdout.
+        Arc::new(logs.sink(Some(Arc::new(StdoutLogSink)))),
         settings.account_id.clone(),
         settings.region.clone(),
         settings.account_concurrency as usize,
@@ -389,8 +407,8 @@ pub fn serve(
             }
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // One port: the Lambda API, the registry's `/v2/` API and the ECR JSON API (`POST /`
-        // with `X-Amz-Target`); none of the three routers has a fallback, so they merge.
+        // One port: the Lambda API, the registry's `/v2/` API, and on `POST /` the ECR and
+        // CloudWatch Logs JSON APIs (by `X-Amz-Target`).
         let registry = lambox_registry::Registry::new(
             registry_store,
             lambox_registry::RegistryConfig {
@@ -404,19 +422,23 @@ pub fn serve(
             sigv4::Guard::new(v, sigv4::SERVICE_LAMBDA, sigv4::AuthError::lambda_response)
         });
         let mut ecr = lambox_registry::ecr::router(&registry);
+        let mut logs_api =
+            lambox_api::logs_api::router(logs, &settings.account_id, &settings.region);
         if let Some(v) = verifier {
-            ecr = sigv4::Guard::new(v, sigv4::SERVICE_ECR, |e| {
+            // Both speak awsJson1.1: refusals in ECR's `{"__type","message"}` shape.
+            let json_error = |e: &sigv4::AuthError| {
                 lambox_registry::ecr::error_response(
                     axum::http::StatusCode::FORBIDDEN,
                     e.code(),
                     &e.to_string(),
                 )
-            })
-            .wrap(ecr);
+            };
+            ecr = sigv4::Guard::new(v.clone(), sigv4::SERVICE_ECR, json_error).wrap(ecr);
+            logs_api = sigv4::Guard::new(v, sigv4::SERVICE_LOGS, json_error).wrap(logs_api);
         }
         let app = lambox_api::router_with_auth(lambda.clone(), lambda_guard)
             .merge(registry.router())
-            .merge(ecr);
+            .merge(json_apis(ecr, logs_api));
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
@@ -455,6 +477,25 @@ pub fn serve(
     served?;
     eprintln!("lambox: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /` of the JSON 1.1 APIs: the `X-Amz-Target` prefix picks CloudWatch Logs, anything
+/// else goes to ECR (which answers unknown targets).
+fn json_apis(ecr: axum::Router, logs: axum::Router) -> axum::Router {
+    use tower::ServiceExt as _;
+    let dispatch = move |req: axum::extract::Request| async move {
+        let logs_target = req
+            .headers()
+            .get(lambox_api::logs_api::TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(lambox_api::logs_api::TARGET_PREFIX));
+        let api = if logs_target { logs } else { ecr };
+        match api.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    };
+    axum::Router::new().route("/", axum::routing::post(dispatch))
 }
 
 /// The registry mounted on serve's port, for function images: ECR URIs and URIs naming
@@ -553,27 +594,9 @@ pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch (civil-from-days).
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
+    lambox_api::logs::utc(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 async fn shutdown_signal() {
@@ -607,6 +630,7 @@ mod tests {
             auth: None,
             auth_keys: Vec::new(),
             registry_vuln_db: None,
+            log_retention_bytes: None,
             network: NetworkArgs::default(),
         }
     }

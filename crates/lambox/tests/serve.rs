@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{free_port, http_get, oci, DataDir, Registry};
+use common::{free_port, http_get, oci, python, DataDir, Registry};
 use serde_json::Value;
 
 /// A running `lambox serve`; SIGTERM then SIGKILL on drop.
@@ -90,11 +90,6 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
-}
-
-/// python3 with the fixture cache's awscli/boto3 and dummy credentials.
-fn python(cwd: &Path) -> Command {
-    common::aws_python(cwd, "test", "test")
 }
 
 struct Aws<'a> {

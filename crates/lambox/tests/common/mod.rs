@@ -409,3 +409,8 @@ impl Drop for Server {
         }
     }
 }
+
+/// python3 with the fixture cache's awscli/boto3 and dummy credentials.
+pub fn python(cwd: &Path) -> Command {
+    aws_python(cwd, "test", "test")
+}
