@@ -455,6 +455,41 @@ fn sigv4_accepts_the_configured_keys_and_refuses_the_rest_as_aws() {
     assert_eq!(v["v2_without_token"]["status"], 401, "{v}");
     assert_eq!(v["v2_with_token"]["status"], 200, "{v}");
 
+    // lambox's own clients sign with the key in their environment: the Lambda API (invoke,
+    // functions) and the CloudWatch Logs API (logs) both accept the right key and refuse a
+    // wrong secret with AWS's error, on one line.
+    let client = |key: (&str, &str), args: &[&str]| {
+        let out = data
+            .lambox()
+            .args(args)
+            .args(["--endpoint", &endpoint])
+            .env("AWS_ACCESS_KEY_ID", key.0)
+            .env("AWS_SECRET_ACCESS_KEY", key.1)
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("run lambox client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &["invoke", "probe", "--payload", "{}"][..],
+        &["functions"][..],
+        &["logs", "probe", "--since", "all"][..],
+    ] {
+        let (ok, stdout, stderr) = client(file_key, args);
+        assert!(ok, "lambox {args:?} with the right key: {stderr}");
+        assert!(!stdout.is_empty(), "lambox {args:?}: no output");
+        let (ok, _, stderr) = client((FILE_KEY, "not-the-secret"), args);
+        assert!(!ok, "lambox {args:?} with a wrong secret succeeded");
+        assert!(
+            stderr.contains("InvalidSignatureException") && stderr.trim().lines().count() == 1,
+            "lambox {args:?} with a wrong secret: {stderr}"
+        );
+    }
+
     // Secrets never reach the log.
     let log = server.log_text();
     for secret in [FILE_SECRET, ENV_SECRET] {
