@@ -34,7 +34,7 @@ fn not_ready(state: &str) -> ApiError {
 
 impl Lambda {
     fn runnable_target(&self, r: &FunctionRef) -> Result<Target, ApiError> {
-        let t = self.target(r)?;
+        let t = self.invoke_target(r)?;
         if t.record.configuration.state != "Active" {
             return Err(not_ready(&t.record.configuration.state));
         }
@@ -79,10 +79,15 @@ impl Lambda {
             Some(self.scheduler.admit(&r.name, reserved, total)?)
         };
         let pool = self.pool_for(&target).await?;
+        let memory = if is_dry_run {
+            None
+        } else {
+            Some(self.admit_memory(&pool, &target)?)
+        };
         // The pool's FunctionConfig carries the version: X-Amz-Executed-Version and the
         // START line say which one ran.
         let resp = lambox_runtime::handle_invoke(&pool, &headers, body).await;
-        drop(admission);
+        drop((admission, memory));
         Ok(resp)
     }
 
@@ -106,6 +111,20 @@ impl Lambda {
                 Err(not_ready("Failed"))
             }
         }
+    }
+
+    fn admit_memory(
+        &self,
+        pool: &lambox_runtime::Pool,
+        target: &Target,
+    ) -> Result<crate::scheduler::MemoryTicket, ApiError> {
+        let c = &target.record.configuration;
+        self.scheduler.admit_memory(
+            pool,
+            &c.function_name,
+            &target.version,
+            u64::try_from(c.memory_size).unwrap_or(0),
+        )
     }
 
     fn mark_image_failed(&self, target: &Target, f: &ImageFailure) -> Result<(), ApiError> {
@@ -310,6 +329,12 @@ impl Lambda {
                 Ok(p) => p,
                 Err(e) => return EventOutcome::Failed(format!("{}: {}", e.code, e.body)),
             };
+            // No memory for another environment: the event waits, as for a throttle.
+            let Ok(memory) = self.admit_memory(&pool, &target) else {
+                drop(admission);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let request = InvokeRequest {
                 payload: Bytes::from(event.payload.clone()),
                 client_context: None,
@@ -325,7 +350,7 @@ impl Lambda {
                             (b, r.err().map(|e| e.to_string()))
                         }
                     };
-                    drop(admission);
+                    drop((admission, memory));
                     return match (resp.function_error, read_error) {
                         (None, None) => EventOutcome::Succeeded,
                         (Some(_), _) => {
@@ -335,7 +360,7 @@ impl Lambda {
                     };
                 }
                 Err(InvokeError::TooManyRequests { .. }) => {
-                    drop(admission);
+                    drop((admission, memory));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(InvokeError::ShuttingDown) => return EventOutcome::Stopped,

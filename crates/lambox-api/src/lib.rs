@@ -26,6 +26,6 @@ pub mod state;
 
 pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
 pub use router::router;
-pub use scheduler::{LauncherFactory, Scheduler};
+pub use scheduler::{LauncherFactory, MemoryTicket, Scheduler};
 pub use service::{Lambda, ServiceConfig};
 pub use state::{EventSummary, State};

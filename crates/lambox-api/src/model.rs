@@ -119,19 +119,42 @@ pub struct AliasRequest {
     pub name: Option<String>,
     pub function_version: Option<String>,
     pub description: Option<String>,
-    pub routing_config: Option<serde_json::Value>,
+    pub routing_config: Option<AliasRoutingConfiguration>,
     pub revision_id: Option<String>,
 }
 
+/// `AliasRoutingConfiguration`: the second version of a weighted alias and the share of
+/// invokes (0.0–1.0) it gets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasRoutingConfiguration {
+    #[serde(default)]
+    pub additional_version_weights: BTreeMap<String, f64>,
+}
+
 /// `AliasConfiguration`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AliasConfiguration {
     pub alias_arn: String,
     pub name: String,
     pub function_version: String,
     pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_config: Option<AliasRoutingConfiguration>,
     pub revision_id: String,
+}
+
+impl AliasConfiguration {
+    /// Whether invokes of this alias may run `version` (its FunctionVersion, or the additional
+    /// version of its RoutingConfig).
+    pub fn invokes(&self, version: &str) -> bool {
+        self.function_version == version
+            || self
+                .routing_config
+                .as_ref()
+                .is_some_and(|rc| rc.additional_version_weights.contains_key(version))
+    }
 }
 
 /// PutFunctionConcurrency's body and Get/PutFunctionConcurrency's answer.
@@ -274,6 +297,20 @@ pub struct ListAliasesResponse {
     pub aliases: Vec<AliasConfiguration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_marker: Option<String>,
+}
+
+/// TagResource's body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagResourceRequest {
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// ListTags' answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsResponse {
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `AccountLimit`.
