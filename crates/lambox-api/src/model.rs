@@ -165,7 +165,8 @@ pub struct Concurrency {
     pub reserved_concurrent_executions: Option<i64>,
 }
 
-/// `DestinationConfig` (`OnSuccess`/`OnFailure`, each `{Destination}`).
+/// `DestinationConfig` (`OnSuccess`/`OnFailure`, each `{Destination}`; lambox delivers to
+/// Lambda function ARNs only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DestinationConfig {
@@ -357,6 +358,17 @@ pub struct VersionRecord {
 
 /// Lambda's `LastModified` format, `2024-01-31T12:34:56.789+0000`, for a Unix time in ms.
 pub fn last_modified(unix_ms: u128) -> String {
+    format!("{}+0000", date_time(unix_ms))
+}
+
+/// ISO 8601 UTC with milliseconds, `2024-01-31T12:34:56.789Z` (the `timestamp` of an
+/// invocation record), for a Unix time in ms.
+pub fn timestamp_utc(unix_ms: u128) -> String {
+    format!("{}Z", date_time(unix_ms))
+}
+
+/// `2024-01-31T12:34:56.789`, for a Unix time in ms.
+fn date_time(unix_ms: u128) -> String {
     let secs = (unix_ms / 1000) as i64;
     let ms = (unix_ms % 1000) as u32;
     let days = secs.div_euclid(86_400);
@@ -373,7 +385,7 @@ pub fn last_modified(unix_ms: u128) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}+0000",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}",
         sod / 3600,
         (sod % 3600) / 60,
         sod % 60
@@ -391,5 +403,7 @@ mod tests {
             last_modified(1_709_210_096_789),
             "2024-02-29T12:34:56.789+0000"
         );
+        assert_eq!(timestamp_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp_utc(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     }
 }

@@ -1356,10 +1356,10 @@ impl Lambda {
             }
         }
         if let Some(d) = &req.destination_config {
-            if !d.on_success.is_empty() || !d.on_failure.is_empty() {
-                return Err(error::invalid_parameter(
-                    "lambox does not support destinations for asynchronous invocation yet",
-                ));
+            for (which, target) in [("OnSuccess", &d.on_success), ("OnFailure", &d.on_failure)] {
+                if let Some(arn) = target.get("Destination") {
+                    self.check_destination(which, arn)?;
+                }
             }
         }
         let old = if replace {
@@ -1384,10 +1384,35 @@ impl Lambda {
             maximum_event_age_in_seconds: req
                 .maximum_event_age_in_seconds
                 .or(old.as_ref().and_then(|o| o.maximum_event_age_in_seconds)),
-            destination_config: DestinationConfig::default(),
+            destination_config: req
+                .destination_config
+                .or(old.map(|o| o.destination_config))
+                .unwrap_or_default(),
         };
         self.state.put_event_invoke_config(&r.name, &q, &config)?;
         Ok(config)
+    }
+
+    /// A destination lambox can deliver to: a Lambda function's ARN (qualified or not) in
+    /// lambox's account and region. Queues, topics, buses and buckets are refused.
+    fn check_destination(&self, which: &str, arn: &str) -> Result<(), ApiError> {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let lambda =
+            parts.len() >= 7 && parts[0] == "arn" && parts[2] == "lambda" && parts[5] == "function";
+        let r = if lambda {
+            self.parse_name(arn, true).ok()
+        } else {
+            None
+        };
+        match r {
+            Some(r) if !r.foreign => Ok(()),
+            Some(_) => Err(error::invalid_parameter(&format!(
+                "DestinationConfig.{which}: {arn} is a function of another account or region; lambox delivers asynchronous invocation records only to its own Lambda functions."
+            ))),
+            None => Err(error::invalid_parameter(&format!(
+                "DestinationConfig.{which}: {arn} is not a Lambda function ARN; lambox delivers asynchronous invocation records only to Lambda functions (no SQS, SNS, EventBridge or S3 destinations)."
+            ))),
+        }
     }
 
     /// GetFunctionEventInvokeConfig.

@@ -716,7 +716,29 @@ async fn event_invoke_config_is_stored_validated_and_versioned_by_qualifier() {
     .await;
     assert_error(&a, 400, "ValidationException", "maximumEventAgeInSeconds");
     let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}}))).await;
-    assert_error(&a, 400, "InvalidParameterValueException", "destinations");
+    assert_error(
+        &a,
+        400,
+        "InvalidParameterValueException",
+        "only to Lambda functions",
+    );
+    let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:lambda:eu-west-1:000000000000:function:d"}}}))).await;
+    assert_error(
+        &a,
+        400,
+        "InvalidParameterValueException",
+        "another account or region",
+    );
+    let dest = json!({"OnSuccess": {"Destination": "arn:aws:lambda:us-east-1:000000000000:function:d"},
+                      "OnFailure": {"Destination": "arn:aws:lambda:us-east-1:000000000000:function:d:live"}});
+    let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": dest}))).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["DestinationConfig"], dest);
+    let a = call(&app, "POST", P, Some(json!({"MaximumRetryAttempts": 1}))).await;
+    assert_eq!(
+        a.body["DestinationConfig"], dest,
+        "an update keeps the destinations"
+    );
     let a = call(
         &app,
         "PUT",

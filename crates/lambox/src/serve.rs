@@ -439,25 +439,7 @@ pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCo
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` from milliseconds since the epoch (civil-from-days).
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
+    lambox_api::model::timestamp_utc(u128::from(ms))
 }
 
 async fn shutdown_signal() {

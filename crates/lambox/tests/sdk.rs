@@ -749,3 +749,129 @@ fn environments_are_bounded_by_the_memory_limit_sync_429_events_wait() {
     assert!(log.contains("no memory for another environment"), "{log}");
     drop(server);
 }
+
+#[test]
+fn async_invocation_records_go_to_lambda_function_destinations() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let image = registry.reference("fn/echo:v1");
+    let data = DataDir::new();
+    let (server, endpoint) = serve(&data, &[]);
+    let lambda = client(&endpoint);
+    runtime().block_on(async {
+        for name in ["src", "dst"] {
+            create(&lambda, name, &image).await;
+            wait_active(&lambda, name).await;
+        }
+        let dst = "arn:aws:lambda:us-east-1:000000000000:function:dst";
+        let target = |arn: &str| {
+            aws_sdk_lambda::types::OnSuccess::builder()
+                .destination(arn)
+                .build()
+        };
+        let e = lambda
+            .put_function_event_invoke_config()
+            .function_name("src")
+            .destination_config(
+                aws_sdk_lambda::types::DestinationConfig::builder()
+                    .on_failure(
+                        aws_sdk_lambda::types::OnFailure::builder()
+                            .destination("arn:aws:sqs:us-east-1:000000000000:q")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err("an SQS destination")
+            .into_service_error();
+        assert!(e.is_invalid_parameter_value_exception(), "{e:?}");
+        assert!(
+            e.meta()
+                .message()
+                .is_some_and(|m| m.contains("only to Lambda functions")),
+            "{e:?}"
+        );
+        let put = lambda
+            .put_function_event_invoke_config()
+            .function_name("src")
+            .maximum_retry_attempts(0)
+            .destination_config(
+                aws_sdk_lambda::types::DestinationConfig::builder()
+                    .on_success(target(dst))
+                    .on_failure(
+                        aws_sdk_lambda::types::OnFailure::builder()
+                            .destination(dst)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("put-function-event-invoke-config");
+        assert_eq!(
+            put.destination_config()
+                .and_then(|d| d.on_success())
+                .and_then(|s| s.destination()),
+            Some(dst)
+        );
+        assert!(put.last_modified().is_some());
+
+        for payload in [json!({"ok": 1}), json!({"error": "boom"})] {
+            let ev = lambda
+                .invoke()
+                .function_name("src")
+                .invocation_type(InvocationType::Event)
+                .payload(Blob::new(payload.to_string()))
+                .send()
+                .await
+                .expect("event");
+            assert_eq!(ev.status_code(), 202);
+        }
+        // dst receives one record per src event (success, then failure).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let records = loop {
+            let out = common::run_ok(data.lambox().args(["events", "dst", "--json"]));
+            let events: Vec<Value> = serde_json::from_str(&out).expect("events JSON");
+            if events.len() == 2 && events.iter().all(|e| e["Status"] == "succeeded") {
+                break events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records not delivered: {out}\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut by_condition = std::collections::BTreeMap::new();
+        for e in &records {
+            let record: Value =
+                serde_json::from_str(e["Payload"].as_str().expect("Payload")).expect("record JSON");
+            let condition = record["requestContext"]["condition"]
+                .as_str()
+                .expect("condition")
+                .to_owned();
+            by_condition.insert(condition, record);
+        }
+        let ok = &by_condition["Success"];
+        assert_eq!(ok["version"], "1.0");
+        assert_eq!(
+            ok["requestContext"]["functionArn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:src:$LATEST"
+        );
+        assert_eq!(ok["requestContext"]["approximateInvokeCount"], 1);
+        assert_eq!(ok["requestPayload"], json!({"ok": 1}));
+        assert_eq!(ok["responsePayload"], json!({"ok": 1}));
+        assert_eq!(
+            ok["responseContext"],
+            json!({"statusCode": 200, "executedVersion": "$LATEST"})
+        );
+        assert!(ok["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let failed = &by_condition["RetriesExhausted"];
+        assert_eq!(failed["requestPayload"], json!({"error": "boom"}));
+        assert_eq!(failed["responseContext"]["functionError"], "Unhandled");
+        assert_eq!(failed["responsePayload"]["errorMessage"], "boom");
+        assert_eq!(failed["responsePayload"]["errorType"], "EchoError");
+    });
+    drop(server);
+}
