@@ -47,6 +47,31 @@ fn client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// A registry holding the rust-echo fixture as `fn/echo:v1` (`image`), `lambox serve` with
+/// `extra` arguments on a fresh data directory, and an SDK client for it.
+struct Setup {
+    _registry: Registry,
+    data: DataDir,
+    server: Server,
+    lambda: Client,
+    image: String,
+}
+
+fn setup(extra: &[&str]) -> Setup {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let image = registry.reference("fn/echo:v1");
+    let data = DataDir::new();
+    let (server, endpoint) = serve(&data, extra);
+    Setup {
+        _registry: registry,
+        data,
+        server,
+        lambda: client(&endpoint),
+        image,
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -101,12 +126,13 @@ async fn invoke(lambda: &Client, name: &str, payload: Value) -> (Value, Option<S
 
 #[test]
 fn aws_sdk_for_rust_drives_functions_versions_aliases_concurrency_and_typed_errors() {
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let image = registry.reference("fn/echo:v1");
-    let data = DataDir::new();
-    let (server, endpoint) = serve(&data, &[]);
-    let lambda = client(&endpoint);
+    let Setup {
+        _registry,
+        data: _data,
+        server,
+        lambda,
+        image,
+    } = setup(&[]);
     runtime().block_on(async {
         create(&lambda, "echo", &image).await;
         wait_active(&lambda, "echo").await;
@@ -456,12 +482,13 @@ async fn executed_versions(
 
 #[test]
 fn weighted_aliases_split_invokes_and_tags_round_trip_through_the_sdk() {
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let image = registry.reference("fn/echo:v1");
-    let data = DataDir::new();
-    let (server, endpoint) = serve(&data, &[]);
-    let lambda = client(&endpoint);
+    let Setup {
+        _registry,
+        data: _data,
+        server,
+        lambda,
+        image,
+    } = setup(&[]);
     runtime().block_on(async {
         create(&lambda, "split", &image).await;
         wait_active(&lambda, "split").await;
@@ -646,13 +673,14 @@ fn event_statuses(data: &DataDir, function: &str) -> Vec<String> {
 
 #[test]
 fn environments_are_bounded_by_the_memory_limit_sync_429_events_wait() {
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let image = registry.reference("fn/echo:v1");
-    let data = DataDir::new();
     // Room for one 256 MB environment, not two.
-    let (server, endpoint) = serve(&data, &["--memory-mb", "300"]);
-    let lambda = client(&endpoint);
+    let Setup {
+        _registry,
+        data,
+        server,
+        lambda,
+        image,
+    } = setup(&["--memory-mb", "300"]);
     runtime().block_on(async {
         for name in ["a", "b"] {
             lambda
@@ -752,12 +780,13 @@ fn environments_are_bounded_by_the_memory_limit_sync_429_events_wait() {
 
 #[test]
 fn async_invocation_records_go_to_lambda_function_destinations() {
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let image = registry.reference("fn/echo:v1");
-    let data = DataDir::new();
-    let (server, endpoint) = serve(&data, &[]);
-    let lambda = client(&endpoint);
+    let Setup {
+        _registry,
+        data,
+        server,
+        lambda,
+        image,
+    } = setup(&[]);
     runtime().block_on(async {
         for name in ["src", "dst"] {
             create(&lambda, name, &image).await;
