@@ -83,7 +83,7 @@ impl Lambda {
         let memory = if is_dry_run {
             None
         } else {
-            Some(self.admit_memory(&pool, &target)?)
+            Some(self.admit_memory(&pool, &target).await?)
         };
         // The pool's FunctionConfig carries the version: X-Amz-Executed-Version and the
         // START line say which one ran.
@@ -114,18 +114,32 @@ impl Lambda {
         }
     }
 
-    fn admit_memory(
+    /// Admits an invoke against the memory budget. An environment of the same version that
+    /// has just answered may not be back in the idle list yet: while the pool has a busy
+    /// environment, a refusal is retried for up to 100 ms before it is final.
+    async fn admit_memory(
         &self,
         pool: &lambox_runtime::Pool,
         target: &Target,
     ) -> Result<crate::scheduler::MemoryTicket, ApiError> {
         let c = &target.record.configuration;
-        self.scheduler.admit_memory(
-            pool,
-            &c.function_name,
-            &target.version,
-            u64::try_from(c.memory_size).unwrap_or(0),
-        )
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            match self.scheduler.admit_memory(
+                pool,
+                &c.function_name,
+                &target.version,
+                u64::try_from(c.memory_size).unwrap_or(0),
+            ) {
+                Err(_)
+                    if pool.environments() > pool.idle_environments()
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     fn mark_image_failed(&self, target: &Target, f: &ImageFailure) -> Result<(), ApiError> {
@@ -434,7 +448,7 @@ impl Lambda {
                 Err(e) => return EventOutcome::Failed(format!("{}: {}", e.code, e.body)),
             };
             // No memory for another environment: the event waits, as for a throttle.
-            let Ok(memory) = self.admit_memory(&pool, &target) else {
+            let Ok(memory) = self.admit_memory(&pool, &target).await else {
                 drop(admission);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
