@@ -21,6 +21,7 @@ use lambox_runtime::{InvokeError, InvokeRequest, ResponseBody};
 
 use crate::error::{self, ApiError};
 use crate::images::ImageFailure;
+use crate::model::FunctionEventInvokeConfig;
 use crate::names::{FunctionRef, Qualifier};
 use crate::scheduler::PoolError;
 use crate::service::{Lambda, Target};
@@ -34,7 +35,7 @@ fn not_ready(state: &str) -> ApiError {
 
 impl Lambda {
     fn runnable_target(&self, r: &FunctionRef) -> Result<Target, ApiError> {
-        let t = self.target(r)?;
+        let t = self.invoke_target(r)?;
         if t.record.configuration.state != "Active" {
             return Err(not_ready(&t.record.configuration.state));
         }
@@ -79,10 +80,15 @@ impl Lambda {
             Some(self.scheduler.admit(&r.name, reserved, total)?)
         };
         let pool = self.pool_for(&target).await?;
+        let memory = if is_dry_run {
+            None
+        } else {
+            Some(self.admit_memory(&pool, &target).await?)
+        };
         // The pool's FunctionConfig carries the version: X-Amz-Executed-Version and the
         // START line say which one ran.
         let resp = lambox_runtime::handle_invoke(&pool, &headers, body).await;
-        drop(admission);
+        drop((admission, memory));
         Ok(resp)
     }
 
@@ -104,6 +110,34 @@ impl Lambda {
                 tracing::warn!(function = %target.record.configuration.function_name, version = %target.version, code = f.code, reason = %f.reason, "function image gone; function failed");
                 self.mark_image_failed(target, &f)?;
                 Err(not_ready("Failed"))
+            }
+        }
+    }
+
+    /// Admits an invoke against the memory budget. An environment of the same version that
+    /// has just answered may not be back in the idle list yet: while the pool has a busy
+    /// environment, a refusal is retried for up to 100 ms before it is final.
+    async fn admit_memory(
+        &self,
+        pool: &lambox_runtime::Pool,
+        target: &Target,
+    ) -> Result<crate::scheduler::MemoryTicket, ApiError> {
+        let c = &target.record.configuration;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            match self.scheduler.admit_memory(
+                pool,
+                &c.function_name,
+                &target.version,
+                u64::try_from(c.memory_size).unwrap_or(0),
+            ) {
+                Err(_)
+                    if pool.environments() > pool.idle_environments()
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                r => return r,
             }
         }
     }
@@ -154,9 +188,25 @@ impl Lambda {
         } else {
             payload
         };
+        let id = self.enqueue_event(r, target, payload.to_vec()).await?;
+        let mut resp = StatusCode::ACCEPTED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(h::REQUEST_ID, v);
+        }
+        Ok(resp)
+    }
+
+    /// Stores an event for `target` (reached through `r`) and starts running it; its id.
+    async fn enqueue_event(
+        self: &Arc<Self>,
+        r: &FunctionRef,
+        target: &Target,
+        payload: Vec<u8>,
+    ) -> Result<String, ApiError> {
         let (reserved, _) = self.concurrency_of(&r.name)?;
         if reserved == Some(0) {
-            // Lambda sends such events straight to the failure destination; lambox has none yet.
+            // Lambda sends such events straight to the failure destination; lambox refuses
+            // them (the caller sees the throttle).
             return Err(error::too_many_requests(
                 error::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
             ));
@@ -169,7 +219,7 @@ impl Lambda {
                 Some(Qualifier::Alias(a)) => a.clone(),
                 _ => target.version.clone(),
             },
-            payload: payload.to_vec(),
+            payload,
             received_ms: now_ms(),
             attempts: 0,
             next_attempt_ms: 0,
@@ -181,11 +231,71 @@ impl Lambda {
         tracing::info!(function = %r.name, event = %event.id, "event accepted");
         let id = event.id.clone();
         self.spawn_event(event);
-        let mut resp = StatusCode::ACCEPTED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(h::REQUEST_ID, v);
+        Ok(id)
+    }
+
+    /// Sends the invocation record of a finished event to the OnSuccess or OnFailure
+    /// destination of its event invoke config, a Lambda function, as an asynchronous invoke
+    /// (Lambda's record: version, timestamp, requestContext, requestPayload, responseContext,
+    /// responsePayload).
+    async fn deliver(
+        self: &Arc<Self>,
+        event: &StoredEvent,
+        config: Option<&FunctionEventInvokeConfig>,
+        end: &EventEnd,
+    ) {
+        let Some(config) = config else { return };
+        let destinations = &config.destination_config;
+        let dest = match end.condition {
+            "Success" => &destinations.on_success,
+            _ => &destinations.on_failure,
+        };
+        let Some(arn) = dest.get("Destination") else {
+            return;
+        };
+        let json_or_text = |b: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(b)))
+        };
+        let mut record = serde_json::json!({
+            "version": "1.0",
+            "timestamp": crate::model::timestamp_utc(u128::from(now_ms())),
+            "requestContext": {
+                "requestId": event.id,
+                "functionArn": self.arn(&event.name, Some(&event.qualifier)),
+                "condition": end.condition,
+                "approximateInvokeCount": end.invokes,
+            },
+            "requestPayload": json_or_text(&event.payload),
+        });
+        if let Some(response) = &end.response {
+            record["responseContext"] = serde_json::json!({
+                "statusCode": 200,
+                "executedVersion": event.qualifier,
+            });
+            if end.condition != "Success" {
+                record["responseContext"]["functionError"] = "Unhandled".into();
+            }
+            record["responsePayload"] = json_or_text(response);
         }
-        Ok(resp)
+        let sent = match self
+            .parse_name(arn, true)
+            .and_then(|r| self.runnable_target(&r).map(|t| (r, t)))
+        {
+            Ok((r, t)) => {
+                self.enqueue_event(&r, &t, record.to_string().into_bytes())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(id) => {
+                tracing::info!(event = %event.id, destination = %arn, record = %id, "invocation record sent")
+            }
+            Err(e) => {
+                tracing::warn!(event = %event.id, destination = %arn, error = %e.code, body = %e.body, "invocation record not delivered")
+            }
+        }
     }
 
     /// Runs every event left `pending` by a previous run of lambox (at its next attempt time).
@@ -235,17 +345,40 @@ impl Lambda {
                     .unwrap_or(DEFAULT_MAX_RETRIES) as u32;
                 let expires_ms = event.received_ms + max_age.as_millis() as u64;
                 let outcome = this.run_event(&event, expires_ms).await;
-                let recorded = match outcome {
+                let (recorded, end) = match outcome {
                     EventOutcome::Stopped => return,
-                    EventOutcome::Succeeded => {
+                    EventOutcome::Succeeded(body) => {
                         tracing::info!(event = %event.id, attempts = event.attempts + 1, "event succeeded");
-                        this.state
-                            .finish_event(&event.id, "succeeded", 1, None, now_ms())
+                        (
+                            this.state
+                                .finish_event(&event.id, "succeeded", 1, None, now_ms()),
+                            Some(EventEnd {
+                                condition: "Success",
+                                invokes: event.attempts + 1,
+                                response: Some(body.to_vec()),
+                            }),
+                        )
                     }
                     EventOutcome::Dropped(reason) => {
                         tracing::warn!(event = %event.id, %reason, "event failed");
-                        this.state
-                            .finish_event(&event.id, "failed", 0, Some(&reason), now_ms())
+                        (
+                            this.state.finish_event(
+                                &event.id,
+                                "failed",
+                                0,
+                                Some(&reason),
+                                now_ms(),
+                            ),
+                            Some(EventEnd {
+                                condition: if reason.starts_with("EventAgeExceeded") {
+                                    "EventAgeExceeded"
+                                } else {
+                                    "RetriesExhausted"
+                                },
+                                invokes: event.attempts,
+                                response: None,
+                            }),
+                        )
                     }
                     EventOutcome::Failed(error) if event.attempts < max_retries => {
                         event.attempts += 1;
@@ -260,17 +393,27 @@ impl Lambda {
                                 drop(guard);
                                 continue;
                             }
-                            Err(e) => Err(e),
+                            Err(e) => (Err(e), None),
                         }
                     }
                     EventOutcome::Failed(error) => {
                         tracing::warn!(event = %event.id, attempts = event.attempts + 1, "event failed: retries exhausted");
-                        this.state
-                            .finish_event(&event.id, "failed", 1, Some(&error), now_ms())
+                        (
+                            this.state
+                                .finish_event(&event.id, "failed", 1, Some(&error), now_ms()),
+                            Some(EventEnd {
+                                condition: "RetriesExhausted",
+                                invokes: event.attempts + 1,
+                                response: Some(error.into_bytes()),
+                            }),
+                        )
                     }
                 };
                 if let Err(e) = recorded {
                     tracing::error!(event = %event.id, error = %e, "recording the event's outcome failed");
+                }
+                if let Some(end) = &end {
+                    this.deliver(&event, config.as_ref(), end).await;
                 }
                 drop(guard);
                 return;
@@ -313,6 +456,12 @@ impl Lambda {
                 Ok(p) => p,
                 Err(e) => return EventOutcome::Failed(format!("{}: {}", e.code, e.body)),
             };
+            // No memory for another environment: the event waits, as for a throttle.
+            let Ok(memory) = self.admit_memory(&pool, &target).await else {
+                drop(admission);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let request = InvokeRequest {
                 payload: Bytes::from(event.payload.clone()),
                 client_context: None,
@@ -328,9 +477,9 @@ impl Lambda {
                             (b, r.err().map(|e| e.to_string()))
                         }
                     };
-                    drop(admission);
+                    drop((admission, memory));
                     return match (resp.function_error, read_error) {
-                        (None, None) => EventOutcome::Succeeded,
+                        (None, None) => EventOutcome::Succeeded(body),
                         (Some(_), _) => {
                             EventOutcome::Failed(String::from_utf8_lossy(&body).into_owned())
                         }
@@ -338,7 +487,7 @@ impl Lambda {
                     };
                 }
                 Err(InvokeError::TooManyRequests { .. }) => {
-                    drop(admission);
+                    drop((admission, memory));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(InvokeError::ShuttingDown) => return EventOutcome::Stopped,
@@ -356,13 +505,24 @@ const RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// How one run of an event ended.
 enum EventOutcome {
-    Succeeded,
+    /// The function's response.
+    Succeeded(Bytes),
     /// A function or platform error: retried while attempts remain.
     Failed(String),
     /// Not run (too old, function deleted or not runnable): failed at once.
     Dropped(String),
     /// lambox is stopping: the event stays pending.
     Stopped,
+}
+
+/// How an event ended, for its invocation record.
+struct EventEnd {
+    /// `Success`, `RetriesExhausted` or `EventAgeExceeded`.
+    condition: &'static str,
+    /// Runs made.
+    invokes: u32,
+    /// The last run's response (or error document), if a run was made.
+    response: Option<Vec<u8>>,
 }
 
 fn now_ms() -> u64 {

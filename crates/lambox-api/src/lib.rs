@@ -33,6 +33,6 @@ pub mod state;
 pub use images::{ImageFailure, ImageResolver, LocalRegistry, ResolvedImage, StoreImages};
 pub use logs::LogStore;
 pub use router::{router, router_with_auth};
-pub use scheduler::{LauncherFactory, Scheduler};
+pub use scheduler::{LauncherFactory, MemoryTicket, Scheduler};
 pub use service::{Lambda, ServiceConfig};
 pub use state::{EventSummary, State};

@@ -119,19 +119,42 @@ pub struct AliasRequest {
     pub name: Option<String>,
     pub function_version: Option<String>,
     pub description: Option<String>,
-    pub routing_config: Option<serde_json::Value>,
+    pub routing_config: Option<AliasRoutingConfiguration>,
     pub revision_id: Option<String>,
 }
 
+/// `AliasRoutingConfiguration`: the second version of a weighted alias and the share of
+/// invokes (0.0–1.0) it gets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasRoutingConfiguration {
+    #[serde(default)]
+    pub additional_version_weights: BTreeMap<String, f64>,
+}
+
 /// `AliasConfiguration`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AliasConfiguration {
     pub alias_arn: String,
     pub name: String,
     pub function_version: String,
     pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_config: Option<AliasRoutingConfiguration>,
     pub revision_id: String,
+}
+
+impl AliasConfiguration {
+    /// Whether invokes of this alias may run `version` (its FunctionVersion, or the additional
+    /// version of its RoutingConfig).
+    pub fn invokes(&self, version: &str) -> bool {
+        self.function_version == version
+            || self
+                .routing_config
+                .as_ref()
+                .is_some_and(|rc| rc.additional_version_weights.contains_key(version))
+    }
 }
 
 /// PutFunctionConcurrency's body and Get/PutFunctionConcurrency's answer.
@@ -142,7 +165,8 @@ pub struct Concurrency {
     pub reserved_concurrent_executions: Option<i64>,
 }
 
-/// `DestinationConfig` (`OnSuccess`/`OnFailure`, each `{Destination}`).
+/// `DestinationConfig` (`OnSuccess`/`OnFailure`, each `{Destination}`; lambox delivers to
+/// Lambda function ARNs only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DestinationConfig {
@@ -276,6 +300,20 @@ pub struct ListAliasesResponse {
     pub next_marker: Option<String>,
 }
 
+/// TagResource's body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagResourceRequest {
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// ListTags' answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsResponse {
+    pub tags: BTreeMap<String, String>,
+}
+
 /// `AccountLimit`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -320,8 +358,38 @@ pub struct VersionRecord {
 
 /// Lambda's `LastModified` format, `2024-01-31T12:34:56.789+0000`, for a Unix time in ms.
 pub fn last_modified(unix_ms: u128) -> String {
-    let iso = crate::logs::utc(i64::try_from(unix_ms).unwrap_or(i64::MAX));
-    format!("{}+0000", iso.trim_end_matches('Z'))
+    format!("{}+0000", date_time(unix_ms))
+}
+
+/// ISO 8601 UTC with milliseconds, `2024-01-31T12:34:56.789Z` (the `timestamp` of an
+/// invocation record), for a Unix time in ms.
+pub fn timestamp_utc(unix_ms: u128) -> String {
+    format!("{}Z", date_time(unix_ms))
+}
+
+/// `2024-01-31T12:34:56.789`, for a Unix time in ms.
+fn date_time(unix_ms: u128) -> String {
+    let secs = (unix_ms / 1000) as i64;
+    let ms = (unix_ms % 1000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
 }
 
 #[cfg(test)]
@@ -335,5 +403,7 @@ mod tests {
             last_modified(1_709_210_096_789),
             "2024-02-29T12:34:56.789+0000"
         );
+        assert_eq!(timestamp_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp_utc(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     }
 }

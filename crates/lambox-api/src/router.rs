@@ -76,12 +76,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The value of `key` in a raw query string, percent-decoded.
+/// The (first) value of `key` in a raw query string, percent-decoded.
 fn query(raw: &Option<String>, key: &str) -> Option<String> {
-    raw.as_deref()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == key).then(|| percent_decode(v))
-    })
+    query_all(raw, key).into_iter().next()
+}
+
+/// Every value of `key` in a raw query string (`?k=a&k=b`), percent-decoded.
+fn query_all(raw: &Option<String>, key: &str) -> Vec<String> {
+    raw.as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == key).then(|| percent_decode(v))
+        })
+        .collect()
 }
 
 fn fref(
@@ -181,6 +190,7 @@ async fn list_aliases(State(l): S, Path(name): Path<String>, RawQuery(q): RawQue
         fref(&l, &name, &None, false).and_then(|r| {
             l.list_aliases(
                 &r,
+                query(&q, "FunctionVersion").as_deref(),
                 query(&q, "Marker").as_deref(),
                 query(&q, "MaxItems").as_deref(),
             )
@@ -261,6 +271,18 @@ async fn get_eic(State(l): S, Path(name): Path<String>, RawQuery(q): RawQuery) -
 
 async fn delete_eic(State(l): S, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
     empty(fref(&l, &name, &q, true).and_then(|r| l.delete_event_invoke_config(&r)))
+}
+
+async fn tag_resource(State(l): S, Path(arn): Path<String>, body: Bytes) -> Response {
+    empty(l.tag_resource(&arn, &body))
+}
+
+async fn untag_resource(State(l): S, Path(arn): Path<String>, RawQuery(q): RawQuery) -> Response {
+    empty(l.untag_resource(&arn, &query_all(&q, "tagKeys")))
+}
+
+async fn list_tags(State(l): S, Path(arn): Path<String>) -> Response {
+    answer(StatusCode::OK, l.list_tags(&arn))
 }
 
 async fn account_settings(State(l): S) -> Response {
@@ -393,6 +415,10 @@ pub fn router_with_auth(lambda: Arc<Lambda>, auth: Option<Guard>) -> Router {
                 .post(update_eic)
                 .get(get_eic)
                 .delete(delete_eic),
+        )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(list_tags).post(tag_resource).delete(untag_resource),
         )
         .route("/2016-08-19/account-settings", get(account_settings))
         .route("/2016-08-19/account-settings/", get(account_settings))

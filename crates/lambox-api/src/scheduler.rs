@@ -11,12 +11,24 @@
 //! share the account's unreserved concurrency (account limit − Σ reserved), else
 //! `ConcurrentInvocationLimitExceeded`. Both are 429 `TooManyRequestsException` at once, as
 //! Lambda answers synchronous invokes (no queueing).
+//!
+//! Memory, lambox's own bound (the machine is not Lambda's fleet): every live environment holds
+//! its function's MemorySize of the memory budget (`[limits] memory_mb`, default MemTotal minus
+//! a reserve) from its launch until its teardown. An invoke that finds no idle environment of
+//! its version would start one; if the budget cannot take that environment's MemorySize on top
+//! of the live ones and the other cold starts already admitted, a synchronous invoke is 429
+//! `ConcurrentInvocationLimitExceeded` and an event waits and tries again. Idle environments
+//! of other versions are evicted first (oldest first) to make room. (Two invokes racing for
+//! one idle environment may start one environment more than the budget allows.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use lambox_runtime::{FunctionConfig, Launcher, LogSink, Pool, PoolOptions};
+use lambox_runtime::{
+    EnvControl, FunctionConfig, LaunchError, LaunchSpec, Launched, Launcher, LogSink, Pool,
+    PoolOptions,
+};
 
 use crate::error::{self, ApiError, ThrottleReason};
 use crate::images::{ImageResolver, ResolvedImage};
@@ -32,6 +44,129 @@ pub enum PoolError {
 
 /// Builds the launcher for an image's layers (the sandbox in `lambox serve`).
 pub type LauncherFactory = Arc<dyn Fn(&ResolvedImage) -> Arc<dyn Launcher> + Send + Sync>;
+
+/// The memory budget: MiB held by live environments, and by admitted cold starts whose
+/// environment is not launched yet (`tickets`, per function and version).
+#[derive(Debug, Default)]
+struct Budget {
+    used_mb: u64,
+    reserved_mb: u64,
+    tickets: HashMap<(String, String), usize>,
+}
+
+#[derive(Debug)]
+struct MemoryBudget {
+    limit_mb: Option<u64>,
+    state: Mutex<Budget>,
+}
+
+impl MemoryBudget {
+    /// Takes one ticket of `key` (a cold start admitted for it), if any, and its reservation.
+    fn take_ticket(b: &mut Budget, key: &(String, String), mb: u64) {
+        if let Some(n) = b.tickets.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                b.tickets.remove(key);
+            }
+            b.reserved_mb = b.reserved_mb.saturating_sub(mb);
+        }
+    }
+}
+
+/// An admitted cold start's share of the memory budget until its environment is launched (the
+/// launch takes the ticket) or the invoke is over.
+#[derive(Debug)]
+pub struct MemoryTicket {
+    budget: Option<(Arc<MemoryBudget>, (String, String), u64)>,
+}
+
+impl Drop for MemoryTicket {
+    fn drop(&mut self) {
+        if let Some((budget, key, mb)) = self.budget.take() {
+            MemoryBudget::take_ticket(&mut lock(&budget.state), &key, mb);
+        }
+    }
+}
+
+/// The pool's launcher, charging each environment's memory to the budget while it lives.
+struct BudgetLauncher {
+    inner: Arc<dyn Launcher>,
+    budget: Arc<MemoryBudget>,
+    key: (String, String),
+}
+
+impl Launcher for BudgetLauncher {
+    fn launch(&self, spec: &LaunchSpec) -> Result<Launched, LaunchError> {
+        let launched = self.inner.launch(spec)?;
+        let mb = u64::from(spec.memory_mb);
+        {
+            let mut b = lock(&self.budget.state);
+            MemoryBudget::take_ticket(&mut b, &self.key, mb);
+            b.used_mb += mb;
+        }
+        Ok(Launched {
+            child: launched.child,
+            listener: launched.listener,
+            control: Box::new(BudgetedControl {
+                inner: launched.control,
+                budget: self.budget.clone(),
+                mb,
+                released: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// An environment's control that gives its memory back when it is killed (the kernel frees
+/// it as the processes die), cleaned up, or dropped, whichever comes first.
+#[derive(Debug)]
+struct BudgetedControl {
+    inner: Box<dyn EnvControl>,
+    budget: Arc<MemoryBudget>,
+    mb: u64,
+    released: AtomicBool,
+}
+
+impl BudgetedControl {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            let mut b = lock(&self.budget.state);
+            b.used_mb = b.used_mb.saturating_sub(self.mb);
+        }
+    }
+}
+
+impl Drop for BudgetedControl {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl EnvControl for BudgetedControl {
+    fn freeze(&self) -> std::io::Result<()> {
+        self.inner.freeze()
+    }
+    fn freeze_nowait(&self) -> std::io::Result<()> {
+        self.inner.freeze_nowait()
+    }
+    fn thaw(&self) -> std::io::Result<()> {
+        self.inner.thaw()
+    }
+    fn kill(&self) {
+        self.inner.kill();
+        self.release();
+    }
+    fn max_memory_bytes(&self) -> Option<u64> {
+        self.inner.max_memory_bytes()
+    }
+    fn oom_killed(&self) -> bool {
+        self.inner.oom_killed()
+    }
+    fn cleanup(&self) {
+        self.inner.cleanup();
+        self.release();
+    }
+}
 
 struct PoolEntry {
     revision: String,
@@ -61,6 +196,7 @@ pub struct Scheduler {
     region: String,
     account_limit: usize,
     idle_timeout: Option<std::time::Duration>,
+    memory: Arc<MemoryBudget>,
     unreserved_in_flight: Arc<AtomicUsize>,
     per_function: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     pools: Mutex<HashMap<(String, String), PoolEntry>>,
@@ -95,6 +231,10 @@ impl Scheduler {
             region,
             account_limit,
             idle_timeout: None,
+            memory: Arc::new(MemoryBudget {
+                limit_mb: None,
+                state: Mutex::new(Budget::default()),
+            }),
             unreserved_in_flight: Arc::new(AtomicUsize::new(0)),
             per_function: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
@@ -106,6 +246,78 @@ impl Scheduler {
     pub fn with_idle_timeout(mut self, idle_timeout: Option<std::time::Duration>) -> Scheduler {
         self.idle_timeout = idle_timeout;
         self
+    }
+
+    /// Environments may hold at most `limit_mb` MiB together (`None`: no bound). Call before
+    /// the first pool is built.
+    pub fn with_memory_limit(mut self, limit_mb: Option<u64>) -> Scheduler {
+        self.memory = Arc::new(MemoryBudget {
+            limit_mb,
+            state: Mutex::new(Budget::default()),
+        });
+        self
+    }
+
+    /// MiB held by live environments now.
+    pub fn memory_in_use_mb(&self) -> u64 {
+        lock(&self.memory.state).used_mb
+    }
+
+    /// Admits an invoke of `pool` (function `function`, version `version`, `memory_mb`) against
+    /// the memory budget: free if an environment of the pool is idle, else a cold start that
+    /// must fit beside the live environments and the cold starts already admitted.
+    pub fn admit_memory(
+        &self,
+        pool: &Pool,
+        function: &str,
+        version: &str,
+        memory_mb: u64,
+    ) -> Result<MemoryTicket, ApiError> {
+        let Some(limit) = self.memory.limit_mb else {
+            return Ok(MemoryTicket { budget: None });
+        };
+        if pool.idle_environments() > 0 {
+            return Ok(MemoryTicket { budget: None });
+        }
+        let key = (function.to_owned(), version.to_owned());
+        loop {
+            {
+                let mut b = lock(&self.memory.state);
+                if b.used_mb + b.reserved_mb + memory_mb <= limit {
+                    b.reserved_mb += memory_mb;
+                    *b.tickets.entry(key.clone()).or_insert(0) += 1;
+                    return Ok(MemoryTicket {
+                        budget: Some((self.memory.clone(), key, memory_mb)),
+                    });
+                }
+            }
+            // Not under the budget's lock: a killed environment gives its memory back.
+            if !self.evict_one_idle() {
+                let b = lock(&self.memory.state);
+                tracing::info!(
+                    function,
+                    version,
+                    memory_mb,
+                    used_mb = b.used_mb,
+                    reserved_mb = b.reserved_mb,
+                    limit_mb = limit,
+                    "no memory for another environment"
+                );
+                return Err(error::too_many_requests(
+                    ThrottleReason::ConcurrentInvocationLimitExceeded,
+                ));
+            }
+        }
+    }
+
+    /// Tears down one idle environment of any version; false if none is idle.
+    fn evict_one_idle(&self) -> bool {
+        let pools: Vec<Pool> = lock(&self.pools)
+            .values()
+            .filter(|e| e.pool.idle_environments() > 0)
+            .map(|e| e.pool.clone())
+            .collect();
+        pools.iter().any(Pool::evict_idle)
     }
 
     /// The account's concurrency limit.
@@ -206,13 +418,17 @@ impl Scheduler {
             idle_timeout: self.idle_timeout,
             ..PoolOptions::default()
         };
-        let pool =
-            Pool::new(fc, (self.launchers)(&image), self.sink.clone(), options).map_err(|e| {
-                PoolError::Other(error::service(&format!(
-                    "function {}: {e}",
-                    c.function_name
-                )))
-            })?;
+        let launcher = Arc::new(BudgetLauncher {
+            inner: (self.launchers)(&image),
+            budget: self.memory.clone(),
+            key: key.clone(),
+        });
+        let pool = Pool::new(fc, launcher, self.sink.clone(), options).map_err(|e| {
+            PoolError::Other(error::service(&format!(
+                "function {}: {e}",
+                c.function_name
+            )))
+        })?;
         let old = lock(&self.pools).insert(
             key,
             PoolEntry {

@@ -67,6 +67,13 @@ fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
+/// A uniform number in [0, 1) from the low 53 bits of a v4 UUID (all random: its fixed
+/// version and variant bits are higher up), i.e. from the OS's generator.
+fn unit_random() -> f64 {
+    const BITS: u64 = (1 << 53) - 1;
+    ((uuid::Uuid::new_v4().as_u128() as u64) & BITS) as f64 / (BITS + 1) as f64
+}
+
 fn new_revision() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
 }
@@ -363,8 +370,18 @@ impl Lambda {
             .ok_or_else(|| error::function_not_found(&self.arn(&r.name, None)))
     }
 
-    /// Resolves a name and qualifier to a version record.
+    /// Resolves a name and qualifier to a version record (an alias to its FunctionVersion).
     pub fn target(&self, r: &FunctionRef) -> Result<Target, ApiError> {
+        self.resolve(r, false)
+    }
+
+    /// As [`Lambda::target`], for an invoke: a weighted alias picks its additional version
+    /// with the probability of its weight.
+    pub(crate) fn invoke_target(&self, r: &FunctionRef) -> Result<Target, ApiError> {
+        self.resolve(r, true)
+    }
+
+    fn resolve(&self, r: &FunctionRef, route: bool) -> Result<Target, ApiError> {
         let latest = self.latest_or_404(r)?;
         match &r.qualifier {
             None | Some(Qualifier::Latest) => Ok(Target {
@@ -385,7 +402,16 @@ impl Lambda {
                     .state
                     .alias(&r.name, a)?
                     .ok_or_else(|| error::function_not_found(&self.arn(&r.name, Some(a))))?;
-                let q = Qualifier::parse(&alias.function_version)?;
+                let routed = alias
+                    .routing_config
+                    .as_ref()
+                    .and_then(|rc| rc.additional_version_weights.iter().next())
+                    .filter(|(_, weight)| route && unit_random() < **weight);
+                let version = match routed {
+                    Some((v, _)) => v,
+                    None => &alias.function_version,
+                };
+                let q = Qualifier::parse(version)?;
                 self.target(&FunctionRef {
                     name: r.name.clone(),
                     qualifier: Some(q),
@@ -494,6 +520,9 @@ impl Lambda {
                 "Functions are created in {} of account {}: {name_in}",
                 self.config.region, self.config.account_id
             )));
+        }
+        if let Some(tags) = &req.tags {
+            check_tags(tags)?;
         }
         if !self.state.insert_function(&record, req.tags.as_ref())? {
             return Err(error::conflict(&format!(
@@ -672,7 +701,7 @@ impl Lambda {
                     .state
                     .aliases(&r.name)?
                     .into_iter()
-                    .filter(|a| a.function_version == v)
+                    .filter(|a| a.invokes(&v))
                     .map(|a| a.alias_arn)
                     .collect();
                 if !users.is_empty() {
@@ -962,11 +991,10 @@ impl Lambda {
             .function_version
             .ok_or_else(|| null_error("functionVersion"))?;
         self.check_alias_version(&r.name, &version)?;
-        if req.routing_config.is_some() {
-            return Err(error::invalid_parameter(
-                "lambox does not support alias RoutingConfig (weighted aliases) yet",
-            ));
-        }
+        let routing_config = match req.routing_config {
+            Some(rc) => self.check_routing(&r.name, &version, rc)?,
+            None => None,
+        };
         if self.state.alias(&r.name, &name)?.is_some() {
             return Err(error::conflict(&format!(
                 "Alias already exists: {}",
@@ -978,10 +1006,61 @@ impl Lambda {
             name,
             function_version: version,
             description: req.description.unwrap_or_default(),
+            routing_config,
             revision_id: new_revision(),
         };
         self.state.put_alias(&r.name, &alias)?;
         Ok(alias)
+    }
+
+    /// A RoutingConfig as Lambda accepts it: at most one additional version, a published one
+    /// other than the alias's own (which may not be `$LATEST`), weight 0.0–1.0. An empty map
+    /// is no routing (`None`).
+    fn check_routing(
+        &self,
+        function: &str,
+        primary: &str,
+        rc: AliasRoutingConfiguration,
+    ) -> Result<Option<AliasRoutingConfiguration>, ApiError> {
+        let weights = &rc.additional_version_weights;
+        let Some((version, weight)) = weights.iter().next() else {
+            return Ok(None);
+        };
+        for (v, w) in weights {
+            if v.is_empty() || v.len() > 1024 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(error::validation(
+                    v,
+                    "routingConfig.additionalVersionWeights",
+                    "Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [0-9]+]",
+                ));
+            }
+            if !(0.0..=1.0).contains(w) {
+                return Err(error::validation(
+                    &w.to_string(),
+                    "routingConfig.additionalVersionWeights",
+                    "Map value must satisfy constraint: [Member must have value less than or equal to 1.0, Member must have value greater than or equal to 0.0]",
+                ));
+            }
+        }
+        if weights.len() > 1 {
+            return Err(error::invalid_parameter(&format!(
+                "An alias can route to one additional version; RoutingConfig.AdditionalVersionWeights names {}.",
+                weights.len()
+            )));
+        }
+        if primary == "$LATEST" {
+            return Err(error::invalid_parameter(
+                "$LATEST is not supported for an alias pointing to more than 1 version",
+            ));
+        }
+        if version == primary {
+            return Err(error::invalid_parameter(&format!(
+                "The additional version {version} in RoutingConfig is the alias's own FunctionVersion; name a different version."
+            )));
+        }
+        self.check_alias_version(function, version)?;
+        tracing::debug!(function, primary, version, weight, "weighted alias");
+        Ok(Some(rc))
     }
 
     fn alias_or_404(&self, r: &FunctionRef, alias: &str) -> Result<AliasConfiguration, ApiError> {
@@ -1013,14 +1092,14 @@ impl Lambda {
                 return Err(error::precondition_failed("GetFunction/GetAlias"));
             }
         }
-        if req.routing_config.is_some() {
-            return Err(error::invalid_parameter(
-                "lambox does not support alias RoutingConfig (weighted aliases) yet",
-            ));
-        }
         if let Some(v) = req.function_version {
             self.check_alias_version(&r.name, &v)?;
             a.function_version = v;
+        }
+        // A RoutingConfig given replaces the alias's (an empty map removes it); one not given
+        // is kept, and checked again against a new FunctionVersion.
+        if let Some(rc) = req.routing_config.or_else(|| a.routing_config.take()) {
+            a.routing_config = self.check_routing(&r.name, &a.function_version, rc)?;
         }
         if let Some(d) = req.description {
             a.description = d;
@@ -1037,19 +1116,100 @@ impl Lambda {
         Ok(())
     }
 
-    /// ListAliases.
+    /// ListAliases; `FunctionVersion` keeps the aliases that invoke that version (as their
+    /// FunctionVersion or as the additional version of their RoutingConfig).
     pub fn list_aliases(
         &self,
         r: &FunctionRef,
+        function_version: Option<&str>,
         marker: Option<&str>,
         max_items: Option<&str>,
     ) -> Result<ListAliasesResponse, ApiError> {
         self.latest_or_404(r)?;
         let max = parse_max_items(max_items)?;
-        let (aliases, next_marker) = paginate(self.state.aliases(&r.name)?, marker, max)?;
+        let mut all = self.state.aliases(&r.name)?;
+        if let Some(v) = function_version {
+            if !matches!(
+                Qualifier::parse(v),
+                Ok(Qualifier::Latest | Qualifier::Version(_))
+            ) {
+                return Err(error::validation(
+                    v,
+                    "functionVersion",
+                    "Member must satisfy regular expression pattern: (\\$LATEST|[0-9]+)",
+                ));
+            }
+            all.retain(|a| a.invokes(v));
+        }
+        let (aliases, next_marker) = paginate(all, marker, max)?;
         Ok(ListAliasesResponse {
             aliases,
             next_marker,
+        })
+    }
+
+    // ---- Tags ------------------------------------------------------------------------------
+
+    /// The function a tagging call names: `arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME`
+    /// (unqualified: tags belong to the function, not to a version or alias).
+    fn tagged_function(&self, arn: &str) -> Result<FunctionRef, ApiError> {
+        let parts: Vec<&str> = arn.split(':').collect();
+        if parts.len() < 7 || parts[0] != "arn" || parts[2] != "lambda" || parts[5] != "function" {
+            return Err(error::validation(
+                arn,
+                "resource",
+                "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*):lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1}:\\d{12}:function:[a-zA-Z0-9-_]+",
+            ));
+        }
+        let r = self.parse_name(arn, true)?;
+        if r.qualifier.is_some() {
+            return Err(error::invalid_parameter(&format!(
+                "Tags apply to a function, not to one of its versions or aliases: use the unqualified ARN instead of {arn}"
+            )));
+        }
+        self.latest_or_404(&r)?;
+        Ok(r)
+    }
+
+    fn change_tags(
+        &self,
+        arn: &str,
+        change: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let r = self.tagged_function(arn)?;
+        self.state
+            .update_tags(&r.name, change)?
+            .ok_or_else(|| error::function_not_found(&self.arn(&r.name, None)))
+    }
+
+    /// TagResource: adds or replaces tags.
+    pub fn tag_resource(&self, arn: &str, body: &[u8]) -> Result<(), ApiError> {
+        let req: TagResourceRequest = parse_body(body)?;
+        let new = req.tags.ok_or_else(|| null_error("tags"))?;
+        self.change_tags(arn, |tags| {
+            tags.extend(new);
+            check_tags(tags)
+        })
+    }
+
+    /// UntagResource: removes the tags named by `keys` (absent ones are ignored).
+    pub fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<(), ApiError> {
+        if keys.is_empty() {
+            return Err(null_error("tagKeys"));
+        }
+        self.change_tags(arn, |tags| {
+            for k in keys {
+                tags.remove(k);
+            }
+            Ok(())
+        })
+    }
+
+    /// ListTags.
+    pub fn list_tags(&self, arn: &str) -> Result<ListTagsResponse, ApiError> {
+        let r = self.tagged_function(arn)?;
+        Ok(ListTagsResponse {
+            tags: self.state.tags(&r.name)?.unwrap_or_default(),
         })
     }
 
@@ -1199,10 +1359,10 @@ impl Lambda {
             }
         }
         if let Some(d) = &req.destination_config {
-            if !d.on_success.is_empty() || !d.on_failure.is_empty() {
-                return Err(error::invalid_parameter(
-                    "lambox does not support destinations for asynchronous invocation yet",
-                ));
+            for (which, target) in [("OnSuccess", &d.on_success), ("OnFailure", &d.on_failure)] {
+                if let Some(arn) = target.get("Destination") {
+                    self.check_destination(which, arn)?;
+                }
             }
         }
         let old = if replace {
@@ -1227,10 +1387,35 @@ impl Lambda {
             maximum_event_age_in_seconds: req
                 .maximum_event_age_in_seconds
                 .or(old.as_ref().and_then(|o| o.maximum_event_age_in_seconds)),
-            destination_config: DestinationConfig::default(),
+            destination_config: req
+                .destination_config
+                .or(old.map(|o| o.destination_config))
+                .unwrap_or_default(),
         };
         self.state.put_event_invoke_config(&r.name, &q, &config)?;
         Ok(config)
+    }
+
+    /// A destination lambox can deliver to: a Lambda function's ARN (qualified or not) in
+    /// lambox's account and region. Queues, topics, buses and buckets are refused.
+    fn check_destination(&self, which: &str, arn: &str) -> Result<(), ApiError> {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let lambda =
+            parts.len() >= 7 && parts[0] == "arn" && parts[2] == "lambda" && parts[5] == "function";
+        let r = if lambda {
+            self.parse_name(arn, true).ok()
+        } else {
+            None
+        };
+        match r {
+            Some(r) if !r.foreign => Ok(()),
+            Some(_) => Err(error::invalid_parameter(&format!(
+                "DestinationConfig.{which}: {arn} is a function of another account or region; lambox delivers asynchronous invocation records only to its own Lambda functions."
+            ))),
+            None => Err(error::invalid_parameter(&format!(
+                "DestinationConfig.{which}: {arn} is not a Lambda function ARN; lambox delivers asynchronous invocation records only to Lambda functions (no SQS, SNS, EventBridge or S3 destinations)."
+            ))),
+        }
     }
 
     /// GetFunctionEventInvokeConfig.
@@ -1276,6 +1461,36 @@ impl Lambda {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Lambda's tag rules (as for every AWS resource): at most 50 tags, keys of 1–128 and values
+/// of at most 256 characters, and no key in the reserved `aws:` prefix.
+fn check_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    const MAX_TAGS: usize = 50;
+    if tags.len() > MAX_TAGS {
+        return Err(error::invalid_parameter(&format!(
+            "A function can have at most {MAX_TAGS} tags; this request would give it {}.",
+            tags.len()
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(error::invalid_parameter(&format!(
+                "Tag key '{k}' must be 1 to 128 characters long."
+            )));
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(error::invalid_parameter(&format!(
+                "Tag key '{k}': keys starting with 'aws:' are reserved for AWS use."
+            )));
+        }
+        if v.chars().count() > 256 {
+            return Err(error::invalid_parameter(&format!(
+                "The value of tag '{k}' must be at most 256 characters long."
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_max_items(max_items: Option<&str>) -> Result<usize, ApiError> {

@@ -365,6 +365,40 @@ impl State {
         text.flatten().map(|t| self.decode(name, &t)).transpose()
     }
 
+    /// Changes the tags of `name` with `change` in one transaction (the new set is stored if
+    /// `change` succeeds); `Ok(None)` if there is no such function.
+    pub fn update_tags<E: From<StateError>>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> Result<(), E>,
+    ) -> Result<Option<()>, E> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db_err(e))?;
+        let text: Option<Option<String>> = tx
+            .query_row(
+                "SELECT tags FROM functions WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let mut tags = match text {
+            Some(t) => self.decode(name, &t)?,
+            None => std::collections::BTreeMap::new(),
+        };
+        change(&mut tags)?;
+        tx.execute(
+            "UPDATE functions SET tags = ?2 WHERE name = ?1",
+            params![name, Self::encode(&tags)],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(Some(()))
+    }
+
     /// Every function's `$LATEST`, in creation order, after `marker` (a name) if given.
     pub fn list_latest(
         &self,

@@ -735,7 +735,29 @@ async fn event_invoke_config_is_stored_validated_and_versioned_by_qualifier() {
     .await;
     assert_error(&a, 400, "ValidationException", "maximumEventAgeInSeconds");
     let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}}}))).await;
-    assert_error(&a, 400, "InvalidParameterValueException", "destinations");
+    assert_error(
+        &a,
+        400,
+        "InvalidParameterValueException",
+        "only to Lambda functions",
+    );
+    let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:lambda:eu-west-1:000000000000:function:d"}}}))).await;
+    assert_error(
+        &a,
+        400,
+        "InvalidParameterValueException",
+        "another account or region",
+    );
+    let dest = json!({"OnSuccess": {"Destination": "arn:aws:lambda:us-east-1:000000000000:function:d"},
+                      "OnFailure": {"Destination": "arn:aws:lambda:us-east-1:000000000000:function:d:live"}});
+    let a = call(&app, "PUT", P, Some(json!({"DestinationConfig": dest}))).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["DestinationConfig"], dest);
+    let a = call(&app, "POST", P, Some(json!({"MaximumRetryAttempts": 1}))).await;
+    assert_eq!(
+        a.body["DestinationConfig"], dest,
+        "an update keeps the destinations"
+    );
     let a = call(
         &app,
         "PUT",
@@ -905,4 +927,348 @@ async fn sigv4_refusals_are_one_line_403s_in_aws_words() {
     // A date that is not ISO 8601 basic format.
     let a = call_signed("AKIDTEST", "2026-01-01T00:00:00Z".into()).await;
     assert_error(&a, 403, "IncompleteSignatureException", "ISO-8601");
+}
+
+/// `oci:DIR:latest` of the fixture image NAME (scripts/build-fixtures.sh; `LAMBOX_FIXTURES`).
+fn fixture_image(name: &str) -> String {
+    let root = std::env::var("LAMBOX_FIXTURES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/var/cache/lambox-fixtures".to_owned());
+    let dir = std::path::Path::new(&root)
+        .join("images")
+        .join(name)
+        .join("oci");
+    assert!(
+        dir.join("index.json").is_file(),
+        "fixture {} missing: run scripts/build-fixtures.sh",
+        dir.display()
+    );
+    format!("oci:{}:latest", dir.display())
+}
+
+/// An Active function NAME with published versions 1 (Timeout 3) and 2 (Timeout 4).
+async fn two_versions(app: &App, name: &str) {
+    let a = call(
+        app,
+        "POST",
+        "/2015-03-31/functions",
+        Some(create_body(name, &fixture_image("busybox"))),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let c = settled(app, name).await;
+    assert_eq!(c["State"], "Active", "{c:?}");
+    let versions = format!("/2015-03-31/functions/{name}/versions");
+    let a = call(app, "POST", &versions, None).await;
+    assert_eq!(a.body["Version"], "1", "{:?}", a.body);
+    let a = call(
+        app,
+        "PUT",
+        &format!("/2015-03-31/functions/{name}/configuration"),
+        Some(json!({"Timeout": 4})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let a = call(app, "POST", &versions, None).await;
+    assert_eq!(a.body["Version"], "2", "{:?}", a.body);
+}
+
+#[tokio::test]
+async fn weighted_aliases_are_validated_stored_listed_and_protect_their_versions() {
+    let app = app();
+    two_versions(&app, "w").await;
+    const P: &str = "/2015-03-31/functions/w/aliases";
+    let alias = |version: &str, weights: Value| {
+        json!({"Name": "live", "FunctionVersion": version,
+               "RoutingConfig": {"AdditionalVersionWeights": weights}})
+    };
+    let refused: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            alias("$LATEST", json!({"1": 0.5})),
+            400,
+            "InvalidParameterValueException",
+            "$LATEST is not supported for an alias pointing to more than 1 version",
+        ),
+        (
+            alias("1", json!({"2": 1.5})),
+            400,
+            "ValidationException",
+            "Member must have value less than or equal to 1.0",
+        ),
+        (
+            alias("1", json!({"2": -0.1})),
+            400,
+            "ValidationException",
+            "greater than or equal to 0.0",
+        ),
+        (
+            alias("1", json!({"two": 0.5})),
+            400,
+            "ValidationException",
+            "Value 'two' at 'routingConfig.additionalVersionWeights'",
+        ),
+        (
+            alias("1", json!({"2": 0.5, "3": 0.1})),
+            400,
+            "InvalidParameterValueException",
+            "one additional version",
+        ),
+        (
+            alias("1", json!({"1": 0.5})),
+            400,
+            "InvalidParameterValueException",
+            "the alias's own FunctionVersion",
+        ),
+        (
+            alias("1", json!({"9": 0.5})),
+            404,
+            "ResourceNotFoundException",
+            "function:w:9",
+        ),
+        (
+            json!({"Name": "live", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": "half"}}}),
+            400,
+            "InvalidRequestContentException",
+            "",
+        ),
+    ];
+    for (body, status, code, msg) in refused {
+        let a = call(&app, "POST", P, Some(body.clone())).await;
+        assert_eq!(a.status.as_u16(), status, "{body}: {:?}", a.body);
+        assert_eq!(a.error_type.as_deref(), Some(code), "{body}: {:?}", a.body);
+        let text = a.body.to_string();
+        assert!(text.contains(msg), "{body}: {text} lacks {msg}");
+    }
+    assert_eq!(call(&app, "GET", P, None).await.body["Aliases"], json!([]));
+
+    let a = call(&app, "POST", P, Some(alias("1", json!({"2": 0.25})))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert_eq!(
+        a.body["RoutingConfig"],
+        json!({"AdditionalVersionWeights": {"2": 0.25}})
+    );
+    let a = call(&app, "GET", &format!("{P}/live"), None).await;
+    assert_eq!(
+        a.body["RoutingConfig"]["AdditionalVersionWeights"]["2"],
+        0.25
+    );
+    assert_eq!(a.body["FunctionVersion"], "1");
+    call(
+        &app,
+        "POST",
+        P,
+        Some(json!({"Name": "plain", "FunctionVersion": "1"})),
+    )
+    .await;
+    let a = call(&app, "GET", &format!("{P}/plain"), None).await;
+    assert!(a.body.get("RoutingConfig").is_none(), "{:?}", a.body);
+
+    // FunctionVersion filters by the versions an alias invokes, then Marker/MaxItems page.
+    let names = |a: &Answer| -> Vec<String> {
+        a.body["Aliases"]
+            .as_array()
+            .expect("Aliases")
+            .iter()
+            .filter_map(|x| x["Name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let a = call(&app, "GET", &format!("{P}?FunctionVersion=2"), None).await;
+    assert_eq!(names(&a), ["live"]);
+    let a = call(&app, "GET", &format!("{P}?FunctionVersion=1"), None).await;
+    assert_eq!(names(&a), ["live", "plain"]);
+    let a = call(
+        &app,
+        "GET",
+        &format!("{P}?FunctionVersion=1&MaxItems=1"),
+        None,
+    )
+    .await;
+    assert_eq!(names(&a), ["live"]);
+    let marker = a.body["NextMarker"]
+        .as_str()
+        .expect("NextMarker")
+        .to_owned();
+    let a = call(
+        &app,
+        "GET",
+        &format!("{P}?FunctionVersion=1&MaxItems=1&Marker={marker}"),
+        None,
+    )
+    .await;
+    assert_eq!(names(&a), ["plain"]);
+    assert!(a.body.get("NextMarker").is_none());
+    let a = call(&app, "GET", &format!("{P}?FunctionVersion=%24LATEST"), None).await;
+    assert_eq!(names(&a), Vec::<String>::new());
+    let a = call(&app, "GET", &format!("{P}?FunctionVersion=live"), None).await;
+    assert_error(&a, 400, "ValidationException", "functionVersion");
+
+    // A version an alias routes to cannot be deleted.
+    let a = call(&app, "DELETE", "/2015-03-31/functions/w?Qualifier=2", None).await;
+    assert_error(&a, 409, "ResourceConflictException", "function:w:live");
+
+    // UpdateAlias: routing kept when not given, checked against a new FunctionVersion,
+    // replaced, and removed with an empty map.
+    let a = call(
+        &app,
+        "PUT",
+        &format!("{P}/live"),
+        Some(json!({"Description": "canary"})),
+    )
+    .await;
+    assert_eq!(
+        a.body["RoutingConfig"]["AdditionalVersionWeights"]["2"],
+        0.25
+    );
+    let a = call(
+        &app,
+        "PUT",
+        &format!("{P}/live"),
+        Some(json!({"FunctionVersion": "2"})),
+    )
+    .await;
+    assert_error(
+        &a,
+        400,
+        "InvalidParameterValueException",
+        "own FunctionVersion",
+    );
+    let a = call(
+        &app,
+        "PUT",
+        &format!("{P}/live"),
+        Some(json!({"FunctionVersion": "2", "RoutingConfig": {"AdditionalVersionWeights": {"1": 1.0}}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(
+        (
+            a.body["FunctionVersion"].clone(),
+            a.body["RoutingConfig"].clone()
+        ),
+        (json!("2"), json!({"AdditionalVersionWeights": {"1": 1.0}}))
+    );
+    let a = call(
+        &app,
+        "PUT",
+        &format!("{P}/live"),
+        Some(json!({"RoutingConfig": {"AdditionalVersionWeights": {}}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert!(a.body.get("RoutingConfig").is_none(), "{:?}", a.body);
+    assert_eq!(a.body["Description"], "canary");
+}
+
+#[tokio::test]
+async fn tags_are_validated_added_listed_removed_and_shown_by_get_function() {
+    let app = app();
+    let mut body = create_body("t", "oci:/nonexistent/x:latest");
+    body["Tags"] = json!({"aws:owner": "x"});
+    let a = call(&app, "POST", "/2015-03-31/functions", Some(body.clone())).await;
+    assert_error(&a, 400, "InvalidParameterValueException", "'aws:'");
+    body["Tags"] = json!({"team": "a", "cost": "1"});
+    let a = call(&app, "POST", "/2015-03-31/functions", Some(body)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+
+    const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:t";
+    // The ARN as botocore sends it: colons percent-encoded.
+    let path = format!("/2017-03-31/tags/{}", ARN.replace(':', "%3A"));
+    let a = call(&app, "GET", &path, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body, json!({"Tags": {"team": "a", "cost": "1"}}));
+
+    let a = call(
+        &app,
+        "POST",
+        &path,
+        Some(json!({"Tags": {"team": "b", "env": "dev"}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    let a = call(&app, "GET", "/2015-03-31/functions/t", None).await;
+    assert_eq!(
+        a.body["Tags"],
+        json!({"team": "b", "cost": "1", "env": "dev"})
+    );
+    let a = call(
+        &app,
+        "DELETE",
+        &format!("{path}?tagKeys=cost&tagKeys=env&tagKeys=absent"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    let a = call(&app, "GET", &format!("/2017-03-31/tags/{ARN}"), None).await;
+    assert_eq!(a.body, json!({"Tags": {"team": "b"}}));
+
+    // Validation: limits, the reserved prefix, missing members.
+    let many: serde_json::Map<String, Value> =
+        (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let a = call(&app, "POST", &path, Some(json!({"Tags": many}))).await;
+    assert_error(&a, 400, "InvalidParameterValueException", "at most 50 tags");
+    let long_key = "k".repeat(129);
+    let long_value = "v".repeat(257);
+    let cases = [
+        (
+            json!({"Tags": {long_key.clone(): "v"}}),
+            "1 to 128 characters",
+        ),
+        (json!({"Tags": {"k": long_value}}), "at most 256 characters"),
+        (json!({"Tags": {"AWS:x": "v"}}), "reserved"),
+    ];
+    for (body, msg) in cases {
+        let a = call(&app, "POST", &path, Some(body)).await;
+        assert_error(&a, 400, "InvalidParameterValueException", msg);
+    }
+    let a = call(&app, "POST", &path, Some(json!({}))).await;
+    assert_error(&a, 400, "ValidationException", "'tags'");
+    let a = call(&app, "DELETE", &path, None).await;
+    assert_error(&a, 400, "ValidationException", "'tagKeys'");
+    let a = call(&app, "GET", &path, None).await;
+    assert_eq!(
+        a.body,
+        json!({"Tags": {"team": "b"}}),
+        "refused changes left no trace"
+    );
+
+    // The resource must be an existing function's unqualified ARN.
+    let a = call(
+        &app,
+        "GET",
+        "/2017-03-31/tags/arn:aws:lambda:us-east-1:000000000000:function:nope",
+        None,
+    )
+    .await;
+    assert_error(&a, 404, "ResourceNotFoundException", "function:nope");
+    let a = call(
+        &app,
+        "GET",
+        "/2017-03-31/tags/arn:aws:lambda:eu-west-1:000000000000:function:t",
+        None,
+    )
+    .await;
+    assert_error(&a, 404, "ResourceNotFoundException", "Function not found");
+    let a = call(&app, "GET", &format!("/2017-03-31/tags/{ARN}:1"), None).await;
+    assert_error(&a, 400, "InvalidParameterValueException", "unqualified ARN");
+    for bad in [
+        "t",
+        "arn:aws:sqs:us-east-1:000000000000:queue",
+        "arn:aws:lambda:us-east-1:000000000000:layer:l",
+    ] {
+        let a = call(&app, "GET", &format!("/2017-03-31/tags/{bad}"), None).await;
+        assert_error(&a, 400, "ValidationException", "at 'resource'");
+    }
+
+    // Deleting the function deletes its tags.
+    call(&app, "DELETE", "/2015-03-31/functions/t", None).await;
+    call(
+        &app,
+        "POST",
+        "/2015-03-31/functions",
+        Some(create_body("t", "oci:/nonexistent/x:latest")),
+    )
+    .await;
+    let a = call(&app, "GET", &path, None).await;
+    assert_eq!(a.body, json!({"Tags": {}}));
 }

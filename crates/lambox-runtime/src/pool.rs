@@ -293,6 +293,23 @@ impl Pool {
         lock(&self.inner.idle).len()
     }
 
+    /// Tears down the environment idle the longest, if any (its processes are killed at once),
+    /// to make room for another; true if there was one.
+    pub fn evict_idle(&self) -> bool {
+        let oldest = {
+            let mut idle = lock(&self.inner.idle);
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        match oldest {
+            Some(Idle { env, .. }) => {
+                tracing::debug!(function = %self.inner.ctx.config.name, ?env, "idle environment evicted");
+                drop(env);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Invokes waiting for an environment right now.
     pub fn queued(&self) -> usize {
         self.inner.waiting.load(Ordering::Acquire)

@@ -29,6 +29,10 @@ const DEFAULT_GRACE_SECS: u64 = 30;
 /// Lambda does not publish how long an idle environment lives (minutes to hours are
 /// observed); lambox keeps one 10 minutes.
 const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+/// Of the machine's memory, environments may hold all but this share (at least 512 MiB), left
+/// to lambox itself, the page cache and the rest of the host.
+const MEMORY_RESERVE_FRACTION: u64 = 8;
+const MEMORY_RESERVE_MIN_MB: u64 = 512;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -53,6 +57,10 @@ pub struct ServeArgs {
     /// Seconds an idle environment is kept before it is torn down; 0 = until shutdown [default: 600]
     #[arg(long, env = "LAMBOX_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
+    /// MiB the environments may hold together (their MemorySize); an invoke that would need
+    /// more is throttled [default: MemTotal minus 1/8, at least 512 MiB]
+    #[arg(long, env = "LAMBOX_MEMORY_MB")]
+    memory_mb: Option<u64>,
     /// Multiplies Lambda's async timings (retries after 1 and 2 minutes, event ages), for tests [default: 1]
     #[arg(long, env = "LAMBOX_ASYNC_RETRY_DELAY_SCALE")]
     async_retry_delay_scale: Option<f64>,
@@ -157,6 +165,7 @@ struct FileLimits {
     idle_timeout_seconds: Option<u64>,
     async_retry_delay_scale: Option<f64>,
     log_retention_bytes: Option<u64>,
+    memory_mb: Option<u64>,
 }
 
 /// Every setting, resolved.
@@ -174,6 +183,8 @@ struct Settings {
     /// `Some` with `--auth sigv4`: the accepted keys (at least one).
     auth_keys: Option<Vec<AccessKey>>,
     log_retention_bytes: u64,
+    /// MiB environments may hold together.
+    memory_mb: u64,
 }
 
 /// One access key from a flag, the environment or the file; errors never show the secret.
@@ -226,6 +237,22 @@ fn resolve_auth(args: &ServeArgs, file: &FileAuth) -> Result<Option<Vec<AccessKe
             Ok(Some(unique))
         }
     }
+}
+
+/// MemTotal of `/proc/meminfo`, in MiB.
+fn machine_memory_mb() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .context("/proc/meminfo has no MemTotal in kB")
+}
+
+/// What environments may hold by default: MemTotal less the reserve.
+fn default_memory_mb(total_mb: u64) -> u64 {
+    total_mb.saturating_sub((total_mb / MEMORY_RESERVE_FRACTION).max(MEMORY_RESERVE_MIN_MB))
 }
 
 fn read_config(path: &Path) -> Result<FileConfig> {
@@ -301,11 +328,19 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
         );
     }
     let auth_keys = resolve_auth(args, &file.auth)?;
+    let memory_mb = match args.memory_mb.or(file.limits.memory_mb) {
+        Some(m) => m,
+        None => default_memory_mb(machine_memory_mb()?),
+    };
+    if memory_mb < 128 {
+        bail!("memory limit {memory_mb} MiB is below the smallest function (128 MiB)");
+    }
     Ok(Settings {
         auth_keys,
         log_retention_bytes,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
         async_retry_delay_scale,
+        memory_mb,
         listen,
         data_dir: data_dir_flag
             .or(file.data_dir)
@@ -361,7 +396,8 @@ pub fn serve(
         settings.region.clone(),
         settings.account_concurrency as usize,
     )
-    .with_idle_timeout(settings.idle_timeout);
+    .with_idle_timeout(settings.idle_timeout)
+    .with_memory_limit(Some(settings.memory_mb));
     let config = ServiceConfig {
         account_id: settings.account_id.clone(),
         region: settings.region.clone(),
@@ -626,6 +662,7 @@ mod tests {
             shutdown_grace: None,
             idle_timeout: None,
             async_retry_delay_scale: None,
+            memory_mb: None,
             registry_auth: false,
             auth: None,
             auth_keys: Vec::new(),
@@ -644,12 +681,15 @@ mod tests {
         assert_eq!(s.account_concurrency, 1000);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(s.async_retry_delay_scale, 1.0);
+        let total = machine_memory_mb().expect("MemTotal");
+        assert_eq!(s.memory_mb, default_memory_mb(total));
+        assert!(s.memory_mb + 512 <= total, "{} of {total}", s.memory_mb);
 
         let dir = tempfile::tempdir().expect("ok");
         let file = dir.path().join("lambox.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\nidle_timeout_seconds = 0\nasync_retry_delay_scale = 0.5\n",
+            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\nidle_timeout_seconds = 0\nasync_retry_delay_scale = 0.5\nmemory_mb = 2048\n",
         )
         .expect("ok");
         let s = resolve(None, &args(Some(file.clone()))).expect("ok");
@@ -661,12 +701,15 @@ mod tests {
         assert_eq!(s.grace, Duration::from_secs(5));
         assert_eq!(s.idle_timeout, None);
         assert_eq!(s.async_retry_delay_scale, 0.5);
+        assert_eq!(s.memory_mb, 2048);
 
         let mut a = args(Some(file));
         a.region = Some("ap-south-1".into());
         a.account_concurrency = Some(7);
         a.idle_timeout = Some(30);
+        a.memory_mb = Some(300);
         let s = resolve(Some("/flag".into()), &a).expect("ok");
+        assert_eq!(s.memory_mb, 300);
         assert_eq!(s.region, "ap-south-1");
         assert_eq!(s.account_concurrency, 7);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
@@ -752,5 +795,18 @@ mod tests {
             .expect_err("must fail")
             .to_string()
             .contains("scale"));
+        let mut a = args(None);
+        a.memory_mb = Some(100);
+        assert!(resolve(None, &a)
+            .expect_err("must fail")
+            .to_string()
+            .contains("memory limit 100 MiB"));
+    }
+
+    #[test]
+    fn the_default_memory_leaves_a_reserve() {
+        assert_eq!(default_memory_mb(24_000), 21_000);
+        assert_eq!(default_memory_mb(2048), 1536);
+        assert_eq!(default_memory_mb(256), 0);
     }
 }

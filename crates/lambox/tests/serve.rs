@@ -1288,3 +1288,169 @@ fn a_function_whose_image_left_the_store_turns_failed_with_image_deleted() {
     let r = aws.ok(&["invoke", "--function-name", "echo", "--payload", "{}", out]);
     assert_eq!(r["StatusCode"], 200, "{r}");
 }
+
+#[test]
+fn aws_cli_weighted_alias_update_and_list_aliases_with_filter_and_pages() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let image = registry.reference("fn/echo:v1");
+    let data = DataDir::new();
+    let server = Server::start(&data, &["--network", "none"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let aws = Aws {
+        server: &server,
+        dir: work.path().to_owned(),
+    };
+    aws.ok(&[
+        "create-function",
+        "--function-name",
+        "w",
+        "--package-type",
+        "Image",
+        "--code",
+        &format!("ImageUri={image}"),
+        "--role",
+        "arn:aws:iam::000000000000:role/x",
+    ]);
+    wait_active(&aws, "w");
+    aws.ok(&["publish-version", "--function-name", "w"]);
+    aws.ok(&[
+        "update-function-configuration",
+        "--function-name",
+        "w",
+        "--timeout",
+        "4",
+    ]);
+    wait_active(&aws, "w");
+    let v = aws.ok(&["publish-version", "--function-name", "w"]);
+    assert_eq!(v["Version"], "2");
+
+    let a = aws.ok(&[
+        "create-alias",
+        "--function-name",
+        "w",
+        "--name",
+        "canary",
+        "--function-version",
+        "1",
+        "--routing-config",
+        r#"{"AdditionalVersionWeights": {"2": 1.0}}"#,
+    ]);
+    assert_eq!(a["RoutingConfig"]["AdditionalVersionWeights"]["2"], 1.0);
+    for name in ["one", "two"] {
+        aws.ok(&[
+            "create-alias",
+            "--function-name",
+            "w",
+            "--name",
+            name,
+            "--function-version",
+            "1",
+        ]);
+    }
+    let out = work.path().join("out.json");
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "w:canary",
+        "--payload",
+        "{}",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        r["ExecutedVersion"], "2",
+        "weight 1.0 runs the additional version"
+    );
+
+    // UpdateAlias: a new weight, then a new FunctionVersion without routing.
+    let u = aws.ok(&[
+        "update-alias",
+        "--function-name",
+        "w",
+        "--name",
+        "canary",
+        "--routing-config",
+        r#"{"AdditionalVersionWeights": {"2": 0.0}}"#,
+    ]);
+    assert_eq!(u["RoutingConfig"]["AdditionalVersionWeights"]["2"], 0.0);
+    let r = aws.ok(&[
+        "invoke",
+        "--function-name",
+        "w:canary",
+        "--payload",
+        "{}",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        r["ExecutedVersion"], "1",
+        "weight 0.0 runs the alias's own version"
+    );
+    let err = aws.fails(&[
+        "update-alias",
+        "--function-name",
+        "w",
+        "--name",
+        "canary",
+        "--function-version",
+        "$LATEST",
+    ]);
+    assert!(
+        err.contains("InvalidParameterValueException") && err.contains("$LATEST is not supported"),
+        "{err}"
+    );
+
+    // ListAliases: the CLI follows NextMarker with one alias per page; FunctionVersion filters.
+    let names = |v: &Value| -> Vec<String> {
+        v["Aliases"]
+            .as_array()
+            .expect("Aliases")
+            .iter()
+            .filter_map(|a| a["Name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let all = aws.ok(&["list-aliases", "--function-name", "w", "--page-size", "1"]);
+    assert_eq!(names(&all), ["canary", "one", "two"]);
+    let first = aws.ok(&["list-aliases", "--function-name", "w", "--max-items", "2"]);
+    assert_eq!(names(&first), ["canary", "one"]);
+    let token = first["NextToken"].as_str().expect("NextToken").to_owned();
+    let rest = aws.ok(&[
+        "list-aliases",
+        "--function-name",
+        "w",
+        "--starting-token",
+        &token,
+    ]);
+    assert_eq!(names(&rest), ["two"]);
+    let v2 = aws.ok(&[
+        "list-aliases",
+        "--function-name",
+        "w",
+        "--function-version",
+        "2",
+    ]);
+    assert_eq!(names(&v2), ["canary"]);
+    aws.ok(&[
+        "update-alias",
+        "--function-name",
+        "w",
+        "--name",
+        "canary",
+        "--routing-config",
+        r#"{"AdditionalVersionWeights": {}}"#,
+    ]);
+    let v2 = aws.ok(&[
+        "list-aliases",
+        "--function-name",
+        "w",
+        "--function-version",
+        "2",
+    ]);
+    assert_eq!(names(&v2), Vec::<String>::new());
+    aws.ok(&[
+        "delete-function",
+        "--function-name",
+        "w",
+        "--qualifier",
+        "2",
+    ]);
+}
