@@ -112,7 +112,7 @@ t0=$(date +%s.%N)
 for i in $(seq "$EXTRA"); do create "$P_S2" "fn-$i"; done
 t1=$(date +%s.%N)
 wait_active "$P_S2" "fn-$EXTRA"
-count=$(curl -s "http://127.0.0.1:$P_S2/2015-03-31/functions?MaxItems=10000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["Functions"]))')
+count=$(curl -s "http://127.0.0.1:$P_S2/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["functions"])')
 [[ $count == $((EXTRA + 1)) ]] || die "serve2 lists $count functions, not $((EXTRA + 1))"
 "${CLIENT[@]}" wait --port "$P_RUN" --secs 120 >&2 || die "lambox run did not start"
 
