@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE events ADD COLUMN config_qualifier TEXT;
      ALTER TABLE events ADD COLUMN error TEXT;
      ALTER TABLE events ADD COLUMN finished_ms INTEGER;",
+    // 4: every invoke sums the reserved concurrency of all functions; a covering partial index
+    // keeps that from reading every function's record (1,000 functions: ~0.5 ms an invoke).
+    "CREATE INDEX functions_reserved ON functions(reserved_concurrency)
+        WHERE reserved_concurrency IS NOT NULL;",
 ];
 
 /// Largest group of events [`EventWriter`] stores in one transaction.
@@ -588,7 +592,8 @@ impl State {
     pub fn total_reserved(&self) -> Result<u64, StateError> {
         self.conn()
             .query_row(
-                "SELECT COALESCE(SUM(reserved_concurrency), 0) FROM functions",
+                "SELECT COALESCE(SUM(reserved_concurrency), 0) FROM functions
+                 WHERE reserved_concurrency IS NOT NULL",
                 [],
                 |r| r.get::<_, i64>(0),
             )
