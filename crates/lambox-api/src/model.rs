@@ -369,27 +369,8 @@ pub fn timestamp_utc(unix_ms: u128) -> String {
 
 /// `2024-01-31T12:34:56.789`, for a Unix time in ms.
 fn date_time(unix_ms: u128) -> String {
-    let secs = (unix_ms / 1000) as i64;
-    let ms = (unix_ms % 1000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    let iso = crate::logs::utc(i64::try_from(unix_ms).unwrap_or(i64::MAX));
+    iso.trim_end_matches('Z').to_owned()
 }
 
 #[cfg(test)]
