@@ -645,25 +645,6 @@ async fn immutable_tags_and_repository_settings() {
     assert_eq!(v["repositories"][0]["imageTagMutability"], "MUTABLE");
 }
 
-/// A raw ECR JSON call (to see lambox's own `lamboxPackages`, which the aws CLI drops).
-async fn ecr_raw(s: &Server, op: &str, body: serde_json::Value) -> serde_json::Value {
-    let r = common::client()
-        .post(s.url("/"))
-        .header(
-            "x-amz-target",
-            format!("AmazonEC2ContainerRegistry_V20150921.{op}"),
-        )
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("post");
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    assert_eq!(status, 200, "{op}: {text}");
-    serde_json::from_str(&text).expect("json")
-}
-
 /// One file of a layer blob in the fixture's OCI layout, read with the system's tar.
 fn from_layer(image: &str, layer: usize, member: &str) -> String {
     let oci = fixture_image(image).join("oci");
@@ -748,7 +729,7 @@ async fn scan_on_push_lists_packages_and_matches_osv() {
         serde_json::json!({ "repositoryName": "scanned", "imageId": { "imageTag": "latest" } });
     let mut v = serde_json::Value::Null;
     for _ in 0..300 {
-        v = ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
+        v = common::ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
         if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
             break;
         }
@@ -837,7 +818,7 @@ async fn scan_on_push_lists_packages_and_matches_osv() {
     let req =
         serde_json::json!({ "repositoryName": "plain2", "imageId": { "imageTag": "latest" } });
     for _ in 0..100 {
-        v = ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
+        v = common::ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
         if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
             break;
         }
@@ -886,7 +867,7 @@ async fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
 async fn scans_apply_whiteouts_and_later_layers_win() {
     use std::io::Write;
     let s = Server::start().await;
-    ecr_raw(
+    common::ecr_raw(
         &s,
         "CreateRepository",
         serde_json::json!({ "repositoryName": "layered" }),
@@ -950,10 +931,10 @@ async fn scans_apply_whiteouts_and_later_layers_win() {
         .expect("put");
     assert_eq!(r.status(), 201);
     let req = serde_json::json!({ "repositoryName": "layered", "imageId": { "imageTag": "v1" } });
-    ecr_raw(&s, "StartImageScan", req.clone()).await;
+    common::ecr_raw(&s, "StartImageScan", req.clone()).await;
     let mut v = serde_json::Value::Null;
     for _ in 0..100 {
-        v = ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
+        v = common::ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
         if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
             break;
         }

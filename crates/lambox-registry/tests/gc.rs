@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, head_digest, pull_and_check, push_blob, skopeo_round_trip, Server};
+use common::{client, ecr_raw, head_digest, pull_and_check, push_blob, skopeo_round_trip, Server};
 use lambox_registry::gc;
 
 /// The hex digests of a pushed manifest's config and layers.
@@ -32,23 +32,6 @@ fn stored(s: &Server, hex: &str) -> bool {
     s.dir.path().join("blobs/sha256").join(hex).exists()
 }
 
-/// ECR's JSON API on the same port.
-async fn ecr(s: &Server, op: &str, body: serde_json::Value) -> serde_json::Value {
-    let r = client()
-        .post(s.url("/"))
-        .header(
-            "x-amz-target",
-            format!("AmazonEC2ContainerRegistry_V20150921.{op}"),
-        )
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("ecr request");
-    assert_eq!(r.status(), 200, "{op}");
-    r.json().await.expect("ecr json")
-}
-
 /// Wait for the background collection the deletion started to free `gone`.
 async fn wait_freed(s: &Server, gone: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,7 +50,7 @@ async fn deleting_images_and_repositories_frees_only_unshared_blobs() {
     let s = Server::start().await;
     let work = tempfile::tempdir().expect("tempdir");
     for (image, repo) in [("hello-python", "gc/hello"), ("probe-python", "gc/probe")] {
-        ecr(
+        ecr_raw(
             &s,
             "CreateRepository",
             serde_json::json!({ "repositoryName": repo }),
@@ -93,7 +76,7 @@ async fn deleting_images_and_repositories_frees_only_unshared_blobs() {
 
     // BatchDeleteImage by tag (its only tag): hello's own blobs and manifest go, the shared
     // base layer stays for probe, which still pulls byte for byte.
-    let out = ecr(
+    let out = ecr_raw(
         &s,
         "BatchDeleteImage",
         serde_json::json!({ "repositoryName": "gc/hello", "imageIds": [{ "imageTag": "latest" }] }),
@@ -110,7 +93,7 @@ async fn deleting_images_and_repositories_frees_only_unshared_blobs() {
     pull_and_check(&s, "gc/probe:latest", &pulled, &probe).await;
 
     // DeleteRepository (force) frees the rest.
-    ecr(
+    ecr_raw(
         &s,
         "DeleteRepository",
         serde_json::json!({ "repositoryName": "gc/probe", "force": true }),

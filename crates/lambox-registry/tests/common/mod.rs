@@ -247,3 +247,23 @@ pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, bytes: &[u8]
     assert_eq!(header(&r, "location"), format!("/v2/{repo}/blobs/{d}"));
     d
 }
+
+/// A raw ECR JSON call (`POST /` with `X-Amz-Target`); panics unless it answers 200. Also
+/// how tests see lambox's own `lamboxPackages`, which the aws CLI drops.
+pub async fn ecr_raw(s: &Server, op: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = client()
+        .post(s.url("/"))
+        .header(
+            "x-amz-target",
+            format!("AmazonEC2ContainerRegistry_V20150921.{op}"),
+        )
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post");
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    assert_eq!(status, 200, "{op}: {text}");
+    serde_json::from_str(&text).expect("json")
+}
