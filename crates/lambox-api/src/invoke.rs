@@ -490,7 +490,17 @@ impl Lambda {
                     drop((admission, memory));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(InvokeError::ShuttingDown) => return EventOutcome::Stopped,
+                Err(InvokeError::ShuttingDown)
+                    if self.stopping.load(std::sync::atomic::Ordering::Acquire) =>
+                {
+                    return EventOutcome::Stopped;
+                }
+                Err(InvokeError::ShuttingDown) => {
+                    // The version's pool was replaced (new revision) between lookup and
+                    // invoke: run on the new one.
+                    drop((admission, memory));
+                    tracing::debug!(event = %event.id, "pool replaced before the event ran; trying again");
+                }
                 Err(e) => return EventOutcome::Failed(e.to_string()),
             }
         }

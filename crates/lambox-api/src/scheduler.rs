@@ -429,13 +429,27 @@ impl Scheduler {
                 c.function_name
             )))
         })?;
-        let old = lock(&self.pools).insert(
-            key,
-            PoolEntry {
-                revision: c.revision_id.clone(),
-                pool: pool.clone(),
-            },
-        );
+        // Two first invokes of a version may both have built a pool: the first one in wins,
+        // and the other pool, never used, goes (replacing a pool of the same revision would
+        // shut down the one the other invoke is already queued on).
+        let old = {
+            let mut pools = lock(&self.pools);
+            match pools.get(&key) {
+                Some(e) if e.revision == c.revision_id => {
+                    let winner = e.pool.clone();
+                    drop(pools);
+                    pool.shutdown();
+                    return Ok(winner);
+                }
+                _ => pools.insert(
+                    key,
+                    PoolEntry {
+                        revision: c.revision_id.clone(),
+                        pool: pool.clone(),
+                    },
+                ),
+            }
+        };
         if let Some(old) = old {
             old.pool.shutdown();
         }
@@ -462,5 +476,111 @@ impl Scheduler {
         for (_, e) in lock(&self.pools).drain() {
             e.pool.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::ImageFailure;
+    use lambox_runtime::MemoryLogSink;
+    use std::time::Duration;
+
+    /// Loads every image slowly, so that concurrent first invokes overlap in `pool`.
+    #[derive(Debug)]
+    struct SlowImages;
+
+    impl ImageResolver for SlowImages {
+        fn resolve(&self, uri: &str, _: &str) -> Result<ResolvedImage, ImageFailure> {
+            self.load(uri)
+        }
+        fn load(&self, code_sha256: &str) -> Result<ResolvedImage, ImageFailure> {
+            std::thread::sleep(Duration::from_millis(50));
+            Ok(ResolvedImage {
+                digest: format!("sha256:{code_sha256}").parse().expect("digest"),
+                resolved_uri: "oci:x".to_owned(),
+                config: lambox_runtime::ImageConfig {
+                    entrypoint: vec!["/bootstrap".to_owned()],
+                    ..Default::default()
+                },
+                layers: Vec::new(),
+                code_size: 0,
+            })
+        }
+    }
+
+    struct NoLaunch;
+
+    impl Launcher for NoLaunch {
+        fn launch(&self, _: &LaunchSpec) -> Result<Launched, LaunchError> {
+            Err(LaunchError::InvalidEntrypoint(
+                "not in this test".to_owned(),
+            ))
+        }
+    }
+
+    fn record(revision: &str) -> VersionRecord {
+        let hex = "ab".repeat(32);
+        serde_json::from_value(serde_json::json!({
+            "Configuration": {
+                "FunctionName": "f", "Role": "r", "CodeSize": 0, "Description": "",
+                "Timeout": 3, "MemorySize": 128, "LastModified": "", "CodeSha256": hex,
+                "Version": "$LATEST", "TracingConfig": {"Mode": "PassThrough"},
+                "RevisionId": revision, "State": "Active", "LastUpdateStatus": "Successful",
+                "PackageType": "Image", "Architectures": ["x86_64"],
+                "EphemeralStorage": {"Size": 512},
+                "LoggingConfig": {"LogFormat": "Text", "LogGroup": "/aws/lambda/f"}
+            },
+            "ImageUri": "oci:x"
+        }))
+        .expect("record")
+    }
+
+    fn scheduler() -> Arc<Scheduler> {
+        Arc::new(Scheduler::new(
+            Arc::new(SlowImages),
+            Arc::new(|_: &ResolvedImage| Arc::new(NoLaunch) as Arc<dyn Launcher>),
+            Arc::new(MemoryLogSink::default()),
+            "000000000000".to_owned(),
+            "us-east-1".to_owned(),
+            10,
+        ))
+    }
+
+    #[test]
+    fn concurrent_first_builds_of_a_version_share_one_open_pool() {
+        let s = scheduler();
+        let rec = record("r1");
+        let pools: Vec<Pool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| s.pool(&rec, "$LATEST").map_err(|_| ()).expect("pool")))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        assert!(
+            pools.iter().all(|p| !p.is_closed()),
+            "a caller got a shut-down pool"
+        );
+        let cached = s.cached_pool(&rec, "$LATEST").expect("cached");
+        assert!(!cached.is_closed());
+    }
+
+    #[test]
+    fn a_new_revision_replaces_and_shuts_down_the_old_pool() {
+        let s = scheduler();
+        let old = s
+            .pool(&record("r1"), "$LATEST")
+            .map_err(|_| ())
+            .expect("pool");
+        let new = s
+            .pool(&record("r2"), "$LATEST")
+            .map_err(|_| ())
+            .expect("pool");
+        assert!(old.is_closed());
+        assert!(!new.is_closed());
+        assert!(s.cached_pool(&record("r1"), "$LATEST").is_none());
     }
 }

@@ -41,6 +41,9 @@ pub struct Lambda {
     pub(crate) scheduler: Scheduler,
     /// Background work (image resolution, async events) in progress.
     pub(crate) background: AtomicUsize,
+    /// Set by [`Lambda::shutdown`]: a pool refusing an invoke then means lambox is stopping,
+    /// not that the function's revision changed under the invoke.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Lambda {
@@ -306,6 +309,7 @@ impl Lambda {
             images,
             scheduler,
             background: AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -321,6 +325,7 @@ impl Lambda {
 
     /// Stops every pool (running invokes finish, idle environments are killed).
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.scheduler.shutdown();
     }
 

@@ -288,6 +288,11 @@ impl Pool {
         &self.inner.options
     }
 
+    /// Whether the pool was shut down (it refuses every invoke).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
     /// Environments idle right now.
     pub fn idle_environments(&self) -> usize {
         lock(&self.inner.idle).len()

@@ -1454,3 +1454,55 @@ fn aws_cli_weighted_alias_update_and_list_aliases_with_filter_and_pages() {
         "2",
     ]);
 }
+
+#[test]
+fn concurrent_first_invokes_and_events_of_a_fresh_function_all_run() {
+    // Every invoke below is a first invoke of the version: no pool exists yet, so they all
+    // build one at once. Exactly one pool must survive and serve them all (a lost race used
+    // to shut down the pool an invoke was already queued on: a 500 for a sync invoke, an
+    // event left pending until the next restart).
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import json, sys, threading, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="burst", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
+lam.get_waiter("function_active_v2").wait(FunctionName="burst", WaiterConfig={"Delay": 1})
+N = 4
+gate = threading.Barrier(2 * N)
+results = {}
+def call(i, kind):
+    c = boto3.client("lambda", endpoint_url=sys.argv[1])
+    gate.wait()
+    r = c.invoke(FunctionName="burst", InvocationType=kind, Payload=json.dumps({"i": i}).encode())
+    results[(kind, i)] = (r["StatusCode"], r.get("FunctionError"), r["Payload"].read())
+threads = [threading.Thread(target=call, args=(i, k)) for i in range(N) for k in ("RequestResponse", "Event")]
+for t in threads: t.start()
+for t in threads: t.join()
+for i in range(N):
+    assert results[("RequestResponse", i)][:2] == (200, None), results
+    assert json.loads(results[("RequestResponse", i)][2]) == {"i": i}, results
+    assert results[("Event", i)][0] == 202, results
+print("OK")
+"#;
+    run_boto3(&mut server, &registry, work.path(), script);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = events_json(&data, "burst", false);
+        let done = events.iter().filter(|e| e["Status"] == "succeeded").count();
+        if events.len() == 4 && done == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events of a fresh function not all run: {events:?}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.stop().success());
+}
