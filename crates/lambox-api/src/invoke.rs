@@ -25,7 +25,7 @@ use crate::model::FunctionEventInvokeConfig;
 use crate::names::{FunctionRef, Qualifier};
 use crate::scheduler::PoolError;
 use crate::service::{Lambda, Target};
-use crate::state::StoredEvent;
+use crate::state::{EventWrite, StoredEvent};
 
 fn not_ready(state: &str) -> ApiError {
     error::conflict(&format!(
@@ -225,7 +225,7 @@ impl Lambda {
             next_attempt_ms: 0,
         };
         self.events
-            .insert(&self.state, event.clone())
+            .write(&self.state, EventWrite::Insert(event.clone()))
             .await
             .map_err(|e| error::service(&format!("could not store the event: {e}")))?;
         tracing::info!(function = %r.name, event = %event.id, "event accepted");
@@ -345,13 +345,21 @@ impl Lambda {
                     .unwrap_or(DEFAULT_MAX_RETRIES) as u32;
                 let expires_ms = event.received_ms + max_age.as_millis() as u64;
                 let outcome = this.run_event(&event, expires_ms).await;
-                let (recorded, end) = match outcome {
+                let finish = |status: &'static str, attempts: u32, error: Option<String>| {
+                    EventWrite::Finish {
+                        id: event.id.clone(),
+                        status,
+                        attempts,
+                        error,
+                        now_ms: now_ms(),
+                    }
+                };
+                let (write, end) = match outcome {
                     EventOutcome::Stopped => return,
                     EventOutcome::Succeeded(body) => {
                         tracing::info!(event = %event.id, attempts = event.attempts + 1, "event succeeded");
                         (
-                            this.state
-                                .finish_event(&event.id, "succeeded", 1, None, now_ms()),
+                            finish("succeeded", 1, None),
                             Some(EventEnd {
                                 condition: "Success",
                                 invokes: event.attempts + 1,
@@ -361,20 +369,15 @@ impl Lambda {
                     }
                     EventOutcome::Dropped(reason) => {
                         tracing::warn!(event = %event.id, %reason, "event failed");
+                        let condition = if reason.starts_with("EventAgeExceeded") {
+                            "EventAgeExceeded"
+                        } else {
+                            "RetriesExhausted"
+                        };
                         (
-                            this.state.finish_event(
-                                &event.id,
-                                "failed",
-                                0,
-                                Some(&reason),
-                                now_ms(),
-                            ),
+                            finish("failed", 0, Some(reason)),
                             Some(EventEnd {
-                                condition: if reason.starts_with("EventAgeExceeded") {
-                                    "EventAgeExceeded"
-                                } else {
-                                    "RetriesExhausted"
-                                },
+                                condition,
                                 invokes: event.attempts,
                                 response: None,
                             }),
@@ -385,22 +388,19 @@ impl Lambda {
                         let delay = this.scaled(RETRY_DELAY * event.attempts);
                         event.next_attempt_ms = now_ms() + delay.as_millis() as u64;
                         tracing::info!(event = %event.id, attempt = event.attempts, ?delay, "event failed; retrying");
-                        match this
-                            .state
-                            .retry_event(&event.id, &error, event.next_attempt_ms)
-                        {
-                            Ok(()) => {
-                                drop(guard);
-                                continue;
-                            }
-                            Err(e) => (Err(e), None),
-                        }
+                        (
+                            EventWrite::Retry {
+                                id: event.id.clone(),
+                                error,
+                                next_attempt_ms: event.next_attempt_ms,
+                            },
+                            None,
+                        )
                     }
                     EventOutcome::Failed(error) => {
                         tracing::warn!(event = %event.id, attempts = event.attempts + 1, "event failed: retries exhausted");
                         (
-                            this.state
-                                .finish_event(&event.id, "failed", 1, Some(&error), now_ms()),
+                            finish("failed", 1, Some(error.clone())),
                             Some(EventEnd {
                                 condition: "RetriesExhausted",
                                 invokes: event.attempts + 1,
@@ -409,8 +409,12 @@ impl Lambda {
                         )
                     }
                 };
-                if let Err(e) = recorded {
+                let retry = matches!(write, EventWrite::Retry { .. });
+                if let Err(e) = this.events.write(&this.state, write).await {
                     tracing::error!(event = %event.id, error = %e, "recording the event's outcome failed");
+                } else if retry {
+                    drop(guard);
+                    continue;
                 }
                 if let Some(end) = &end {
                     this.deliver(&event, config.as_ref(), end).await;

@@ -373,6 +373,24 @@ fn date_time(unix_ms: u128) -> String {
     iso.trim_end_matches('Z').to_owned()
 }
 
+/// A minimal Active `$LATEST` record of function `name` at RevisionId `revision`.
+#[cfg(test)]
+pub(crate) fn sample_record(name: &str, revision: &str) -> VersionRecord {
+    serde_json::from_value(serde_json::json!({
+        "Configuration": {
+            "FunctionName": name, "Role": "r", "CodeSize": 0, "Description": "",
+            "Timeout": 3, "MemorySize": 128, "LastModified": "", "CodeSha256": "ab".repeat(32),
+            "Version": "$LATEST", "TracingConfig": {"Mode": "PassThrough"},
+            "RevisionId": revision, "State": "Active", "LastUpdateStatus": "Successful",
+            "PackageType": "Image", "Architectures": ["x86_64"],
+            "EphemeralStorage": {"Size": 512},
+            "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")}
+        },
+        "ImageUri": "oci:x"
+    }))
+    .expect("sample record")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

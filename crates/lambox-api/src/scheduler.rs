@@ -520,20 +520,7 @@ mod tests {
     }
 
     fn record(revision: &str) -> VersionRecord {
-        let hex = "ab".repeat(32);
-        serde_json::from_value(serde_json::json!({
-            "Configuration": {
-                "FunctionName": "f", "Role": "r", "CodeSize": 0, "Description": "",
-                "Timeout": 3, "MemorySize": 128, "LastModified": "", "CodeSha256": hex,
-                "Version": "$LATEST", "TracingConfig": {"Mode": "PassThrough"},
-                "RevisionId": revision, "State": "Active", "LastUpdateStatus": "Successful",
-                "PackageType": "Image", "Architectures": ["x86_64"],
-                "EphemeralStorage": {"Size": 512},
-                "LoggingConfig": {"LogFormat": "Text", "LogGroup": "/aws/lambda/f"}
-            },
-            "ImageUri": "oci:x"
-        }))
-        .expect("record")
+        crate::model::sample_record("f", revision)
     }
 
     fn scheduler() -> Arc<Scheduler> {

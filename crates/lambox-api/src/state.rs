@@ -3,13 +3,14 @@
 //! the wire types stay defined once. The schema is versioned with `PRAGMA user_version`;
 //! [`MIGRATIONS`] lists every step in order.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::StateError;
-use crate::model::{AliasConfiguration, VersionRecord};
+use crate::model::{AliasConfiguration, FunctionEventInvokeConfig, VersionRecord};
 
 /// Schema steps; `user_version` = how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -63,30 +64,55 @@ const MIGRATIONS: &[&str] = &[
         WHERE reserved_concurrency IS NOT NULL;",
 ];
 
-/// Largest group of events [`EventWriter`] stores in one transaction.
+/// Largest group of event writes [`EventWriter`] stores in one transaction.
 const MAX_EVENT_GROUP: usize = 1024;
 
 type EventAck = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-/// Group commit of accepted async events: each request waits until its event is durable
-/// (answering 202 only then), but the events of concurrent requests share one transaction
-/// and one sync of the log — a sync costs milliseconds here, so one per event would cap
-/// acceptance at a few hundred events a second. The writer task starts with the first event.
+/// One change to the async event queue.
+#[derive(Debug, Clone)]
+pub enum EventWrite {
+    /// An accepted event, `pending`.
+    Insert(StoredEvent),
+    /// A run failed; the event runs again at `next_attempt_ms`.
+    Retry {
+        id: String,
+        error: String,
+        next_attempt_ms: u64,
+    },
+    /// The event ended (`succeeded` or `failed`, with the last error), counting `attempts`
+    /// runs in this last step (0 when it was dropped without a run).
+    Finish {
+        id: String,
+        status: &'static str,
+        attempts: u32,
+        error: Option<String>,
+        now_ms: u64,
+    },
+}
+
+/// Group commit of the async event queue: each caller waits until its write is durable (an
+/// accepted event is answered 202 only then; a finished event is recorded before its
+/// invocation record goes out, so it never runs again after a kill -9), but the writes of
+/// concurrent callers — events accepted, runs ended — share one transaction and one sync of
+/// the log. A sync costs milliseconds here: one per write would cap the queue at a few
+/// hundred events a second. The writer task starts with the first write.
 #[derive(Debug, Default)]
 pub struct EventWriter {
-    tx: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(StoredEvent, EventAck)>>,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(EventWrite, EventAck)>>,
 }
 
 impl EventWriter {
-    /// Stores `event` (with whatever other events are waiting) and returns once it is durable.
-    pub async fn insert(&self, state: &Arc<State>, event: StoredEvent) -> Result<(), String> {
+    /// Applies `write` (with whatever other writes are waiting) and returns once it is
+    /// durable.
+    pub async fn write(&self, state: &Arc<State>, write: EventWrite) -> Result<(), String> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::spawn(write_events(state.clone(), rx));
             tx
         });
         let (ack, done) = tokio::sync::oneshot::channel();
-        tx.send((event, ack))
+        tx.send((write, ack))
             .map_err(|_| "the event writer has stopped".to_string())?;
         done.await
             .map_err(|_| "the event writer has stopped".to_string())?
@@ -95,7 +121,7 @@ impl EventWriter {
 
 async fn write_events(
     state: Arc<State>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(StoredEvent, EventAck)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(EventWrite, EventAck)>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -106,8 +132,8 @@ async fn write_events(
             }
         }
         let st = state.clone();
-        let (events, acks): (Vec<StoredEvent>, Vec<EventAck>) = group.into_iter().unzip();
-        let r = tokio::task::spawn_blocking(move || st.insert_events(&events))
+        let (writes, acks): (Vec<EventWrite>, Vec<EventAck>) = group.into_iter().unzip();
+        let r = tokio::task::spawn_blocking(move || st.write_events(&writes))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -156,6 +182,70 @@ pub struct EventSummary {
 pub struct State {
     db: Mutex<Connection>,
     path: String,
+    cache: Mutex<ReadCache>,
+}
+
+/// Entries a [`ReadCache`] map holds before it starts over (names that do not exist are
+/// cached too, so a caller cannot grow it without bound).
+const MAX_CACHED: usize = 16 * 1024;
+
+/// What every invoke reads — the function's record, version or alias, its reserved
+/// concurrency, the account's sum, the event invoke config — kept in memory so an invoke
+/// does not query SQLite (nor wait behind a commit). Only this process writes the database
+/// (`lambox serve`); every write goes through [`State::write`], which empties the cache.
+/// `generation` counts writes: a value read from the database is cached only if no write
+/// came between the read and the caching.
+#[derive(Debug, Default)]
+struct ReadCache {
+    generation: u64,
+    latest: HashMap<String, Option<VersionRecord>>,
+    versions: HashMap<(String, u64), Option<VersionRecord>>,
+    aliases: HashMap<(String, String), Option<AliasConfiguration>>,
+    event_configs: HashMap<(String, String), Option<FunctionEventInvokeConfig>>,
+    reserved: HashMap<String, Option<Option<u64>>>,
+    total_reserved: HashMap<(), u64>,
+}
+
+impl ReadCache {
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.latest.clear();
+        self.versions.clear();
+        self.aliases.clear();
+        self.event_configs.clear();
+        self.reserved.clear();
+        self.total_reserved.clear();
+    }
+}
+
+/// The database connection for a write: empties the read cache when dropped (after the
+/// write, still holding the connection, so no read can cache a value from before it).
+struct WriteGuard<'a> {
+    conn: MutexGuard<'a, Connection>,
+    cache: &'a Mutex<ReadCache>,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.cache).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl State {
@@ -192,11 +282,47 @@ impl State {
         Ok(State {
             db: Mutex::new(conn),
             path: path_s,
+            cache: Mutex::new(ReadCache::default()),
         })
     }
 
+    /// The connection, for reads and for the event queue (not cached).
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.db)
+    }
+
+    /// The connection, for a write to anything the read cache holds.
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            conn: lock(&self.db),
+            cache: &self.cache,
+        }
+    }
+
+    /// `key` in the cache map `map`, else `load`ed from the database and cached.
+    fn cached<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        map: fn(&mut ReadCache) -> &mut HashMap<K, V>,
+        key: K,
+        load: impl FnOnce(&Connection) -> Result<V, StateError>,
+    ) -> Result<V, StateError> {
+        if let Some(v) = map(&mut lock(&self.cache)).get(&key) {
+            return Ok(v.clone());
+        }
+        let (value, generation) = {
+            let conn = self.conn();
+            let value = load(&conn)?;
+            (value, lock(&self.cache).generation)
+        };
+        let mut cache = lock(&self.cache);
+        if cache.generation == generation {
+            let m = map(&mut cache);
+            if m.len() >= MAX_CACHED {
+                m.clear();
+            }
+            m.insert(key, value.clone());
+        }
+        Ok(value)
     }
 
     fn db_err(&self, source: rusqlite::Error) -> StateError {
@@ -209,13 +335,14 @@ impl State {
     /// The `record` column of the one row `sql` selects, decoded (`key` names it in errors).
     fn record<T: serde::de::DeserializeOwned>(
         &self,
+        conn: &Connection,
         key: &str,
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Option<T>, StateError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(sql, params, |r| r.get(0))
+        let text: Option<String> = conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, |r| r.get(0)))
             .optional()
             .map_err(|e| self.db_err(e))?;
         text.map(|t| self.decode(key, &t)).transpose()
@@ -264,7 +391,7 @@ impl State {
         latest: &VersionRecord,
         tags: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<bool, StateError> {
-        let conn = self.conn();
+        let conn = self.write();
         let n = conn
             .execute(
                 "INSERT OR IGNORE INTO functions (name, seq, latest, tags)
@@ -281,17 +408,24 @@ impl State {
 
     /// `$LATEST` of `name`.
     pub fn latest(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
-        self.record(
-            name,
-            "SELECT latest FROM functions WHERE name = ?1",
-            params![name],
+        self.cached(
+            |c| &mut c.latest,
+            name.to_owned(),
+            |conn| {
+                self.record(
+                    conn,
+                    name,
+                    "SELECT latest FROM functions WHERE name = ?1",
+                    params![name],
+                )
+            },
         )
     }
 
     /// Replaces `$LATEST` of an existing function; false if it is gone.
     pub fn put_latest(&self, record: &VersionRecord) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "UPDATE functions SET latest = ?2 WHERE name = ?1",
                 params![record.configuration.function_name, Self::encode(record)],
@@ -309,7 +443,7 @@ impl State {
         record: &VersionRecord,
     ) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "UPDATE versions SET record = ?3 WHERE name = ?1 AND version = ?2",
                 params![name, version as i64, Self::encode(record)],
@@ -325,7 +459,7 @@ impl State {
         expected_revision: &str,
         record: &VersionRecord,
     ) -> Result<bool, StateError> {
-        let mut conn = self.conn();
+        let mut conn = self.write();
         let tx = conn.transaction().map_err(|e| self.db_err(e))?;
         let name = &record.configuration.function_name;
         let current: Option<String> = tx
@@ -376,7 +510,7 @@ impl State {
         name: &str,
         change: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> Result<(), E>,
     ) -> Result<Option<()>, E> {
-        let mut conn = self.conn();
+        let mut conn = self.write();
         let tx = conn.transaction().map_err(|e| self.db_err(e))?;
         let text: Option<Option<String>> = tx
             .query_row(
@@ -440,7 +574,7 @@ impl State {
     /// Deletes a function with its versions and aliases; false if it did not exist.
     pub fn delete_function(&self, name: &str) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute("DELETE FROM functions WHERE name = ?1", params![name])
             .map_err(|e| self.db_err(e))?;
         Ok(n == 1)
@@ -453,7 +587,7 @@ impl State {
         name: &str,
         make: impl FnOnce(u64) -> VersionRecord,
     ) -> Result<Option<VersionRecord>, StateError> {
-        let mut conn = self.conn();
+        let mut conn = self.write();
         let tx = conn.transaction().map_err(|e| self.db_err(e))?;
         let next: Option<i64> = tx
             .query_row(
@@ -481,16 +615,24 @@ impl State {
 
     /// A published version.
     pub fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>, StateError> {
-        self.record(
-            name,
-            "SELECT record FROM versions WHERE name = ?1 AND version = ?2",
-            params![name, version as i64],
+        self.cached(
+            |c| &mut c.versions,
+            (name.to_owned(), version),
+            |conn| {
+                self.record(
+                    conn,
+                    name,
+                    "SELECT record FROM versions WHERE name = ?1 AND version = ?2",
+                    params![name, version as i64],
+                )
+            },
         )
     }
 
     /// The newest published version.
     pub fn newest_version(&self, name: &str) -> Result<Option<VersionRecord>, StateError> {
         self.record(
+            &self.conn(),
             name,
             "SELECT record FROM versions WHERE name = ?1 ORDER BY version DESC LIMIT 1",
             params![name],
@@ -509,7 +651,7 @@ impl State {
     /// Deletes one published version; false if it did not exist.
     pub fn delete_version(&self, name: &str, version: u64) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "DELETE FROM versions WHERE name = ?1 AND version = ?2",
                 params![name, version as i64],
@@ -520,7 +662,7 @@ impl State {
 
     /// Inserts or replaces an alias.
     pub fn put_alias(&self, name: &str, alias: &AliasConfiguration) -> Result<(), StateError> {
-        self.conn()
+        self.write()
             .execute(
                 "INSERT OR REPLACE INTO aliases (name, alias, record) VALUES (?1, ?2, ?3)",
                 params![name, alias.name, Self::encode(alias)],
@@ -531,10 +673,17 @@ impl State {
 
     /// One alias.
     pub fn alias(&self, name: &str, alias: &str) -> Result<Option<AliasConfiguration>, StateError> {
-        self.record(
-            name,
-            "SELECT record FROM aliases WHERE name = ?1 AND alias = ?2",
-            params![name, alias],
+        self.cached(
+            |c| &mut c.aliases,
+            (name.to_owned(), alias.to_owned()),
+            |conn| {
+                self.record(
+                    conn,
+                    name,
+                    "SELECT record FROM aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                )
+            },
         )
     }
 
@@ -550,7 +699,7 @@ impl State {
     /// Deletes an alias; false if it did not exist.
     pub fn delete_alias(&self, name: &str, alias: &str) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
                 params![name, alias],
@@ -566,7 +715,7 @@ impl State {
         value: Option<u64>,
     ) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
                 params![name, value.map(|v| v as i64)],
@@ -577,28 +726,38 @@ impl State {
 
     /// The reserved concurrency of `name` (outer None: no such function).
     pub fn reserved_concurrency(&self, name: &str) -> Result<Option<Option<u64>>, StateError> {
-        self.conn()
-            .query_row(
-                "SELECT reserved_concurrency FROM functions WHERE name = ?1",
-                params![name],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(|o| o.map(|v| v.map(|n| n as u64)))
-            .map_err(|e| self.db_err(e))
+        self.cached(
+            |c| &mut c.reserved,
+            name.to_owned(),
+            |conn| {
+                conn.query_row(
+                    "SELECT reserved_concurrency FROM functions WHERE name = ?1",
+                    params![name],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()
+                .map(|o| o.map(|v| v.map(|n| n as u64)))
+                .map_err(|e| self.db_err(e))
+            },
+        )
     }
 
     /// Sum of every function's reserved concurrency.
     pub fn total_reserved(&self) -> Result<u64, StateError> {
-        self.conn()
-            .query_row(
-                "SELECT COALESCE(SUM(reserved_concurrency), 0) FROM functions
+        self.cached(
+            |c| &mut c.total_reserved,
+            (),
+            |conn| {
+                conn.query_row(
+                    "SELECT COALESCE(SUM(reserved_concurrency), 0) FROM functions
                  WHERE reserved_concurrency IS NOT NULL",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(|e| self.db_err(e))
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(|e| self.db_err(e))
+            },
+        )
     }
 
     /// The event invoke config of `name` at `qualifier`.
@@ -606,11 +765,19 @@ impl State {
         &self,
         name: &str,
         qualifier: &str,
-    ) -> Result<Option<crate::model::FunctionEventInvokeConfig>, StateError> {
-        self.record(
-            name,
-            "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
-            params![name, qualifier],
+    ) -> Result<Option<FunctionEventInvokeConfig>, StateError> {
+        let key = (name.to_owned(), qualifier.to_owned());
+        self.cached(
+            |c| &mut c.event_configs,
+            key,
+            |conn| {
+                self.record(
+                    conn,
+                    name,
+                    "SELECT record FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
+                    params![name, qualifier],
+                )
+            },
         )
     }
 
@@ -619,9 +786,9 @@ impl State {
         &self,
         name: &str,
         qualifier: &str,
-        config: &crate::model::FunctionEventInvokeConfig,
+        config: &FunctionEventInvokeConfig,
     ) -> Result<(), StateError> {
-        self.conn()
+        self.write()
             .execute(
                 "INSERT OR REPLACE INTO event_invoke_configs (name, qualifier, record)
                  VALUES (?1, ?2, ?3)",
@@ -638,7 +805,7 @@ impl State {
         qualifier: &str,
     ) -> Result<bool, StateError> {
         let n = self
-            .conn()
+            .write()
             .execute(
                 "DELETE FROM event_invoke_configs WHERE name = ?1 AND qualifier = ?2",
                 params![name, qualifier],
@@ -647,72 +814,58 @@ impl State {
         Ok(n == 1)
     }
 
-    /// Stores accepted async events (durably: `synchronous=FULL`) in one transaction, so one
-    /// sync of the log covers them all ([`EventWriter`] groups the events of concurrent
-    /// requests).
-    pub fn insert_events<'a>(
-        &self,
-        events: impl IntoIterator<Item = &'a StoredEvent>,
-    ) -> Result<(), StateError> {
+    /// Applies changes to the async event queue durably (`synchronous=FULL`) in one
+    /// transaction, so one sync of the log covers them all ([`EventWriter`] groups the writes
+    /// of concurrent callers).
+    pub fn write_events(&self, writes: &[EventWrite]) -> Result<(), StateError> {
+        // Events are not in the read cache: no invalidation.
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.db_err(e))?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
-                     config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                )
-                .map_err(|e| self.db_err(e))?;
-            for event in events {
-                st.execute(params![
-                    event.id,
-                    event.name,
-                    event.qualifier,
-                    event.payload,
-                    event.received_ms as i64,
-                    event.config_qualifier
-                ])
-                .map_err(|e| self.db_err(e))?;
+        for write in writes {
+            match write {
+                EventWrite::Insert(event) => tx
+                    .prepare_cached(
+                        "INSERT INTO events (id, name, qualifier, payload, received_ms, status,
+                         config_qualifier) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            event.id,
+                            event.name,
+                            event.qualifier,
+                            event.payload,
+                            event.received_ms as i64,
+                            event.config_qualifier
+                        ])
+                    }),
+                EventWrite::Retry {
+                    id,
+                    error,
+                    next_attempt_ms,
+                } => tx
+                    .prepare_cached(
+                        "UPDATE events SET attempts = attempts + 1, error = ?2, next_attempt_ms = ?3
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut st| st.execute(params![id, error, *next_attempt_ms as i64])),
+                EventWrite::Finish {
+                    id,
+                    status,
+                    attempts,
+                    error,
+                    now_ms,
+                } => tx
+                    .prepare_cached(
+                        "UPDATE events SET status = ?2, attempts = attempts + ?3,
+                         error = COALESCE(?4, error), finished_ms = ?5 WHERE id = ?1",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![id, status, attempts, error, *now_ms as i64])
+                    }),
             }
+            .map_err(|e| self.db_err(e))?;
         }
         tx.commit().map_err(|e| self.db_err(e))
-    }
-
-    /// Records the end of an event (`succeeded` or `failed`, with the last error), counting
-    /// `attempts` runs in this last step (0 when it was dropped without a run).
-    pub fn finish_event(
-        &self,
-        id: &str,
-        status: &str,
-        attempts: u32,
-        error: Option<&str>,
-        now_ms: u64,
-    ) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "UPDATE events SET status = ?2, attempts = attempts + ?3, error = COALESCE(?4, error),
-                 finished_ms = ?5 WHERE id = ?1",
-                params![id, status, attempts, error, now_ms as i64],
-            )
-            .map_err(|e| self.db_err(e))?;
-        Ok(())
-    }
-
-    /// Records a failed run of an event that will be retried at `next_attempt_ms`.
-    pub fn retry_event(
-        &self,
-        id: &str,
-        error: &str,
-        next_attempt_ms: u64,
-    ) -> Result<(), StateError> {
-        self.conn()
-            .execute(
-                "UPDATE events SET attempts = attempts + 1, error = ?2, next_attempt_ms = ?3
-                 WHERE id = ?1",
-                params![id, error, next_attempt_ms as i64],
-            )
-            .map_err(|e| self.db_err(e))?;
-        Ok(())
     }
 
     /// The events of `name` (all, or those with `status`), oldest first.
@@ -825,5 +978,49 @@ mod tests {
             .expect("set");
         let e = State::open(dir.path()).expect_err("newer schema");
         assert!(matches!(e, StateError::TooNew { found: 99, .. }), "{e}");
+    }
+
+    #[test]
+    fn cached_reads_follow_every_write() {
+        use crate::model::sample_record;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path()).expect("open");
+        let rev = |s: &State| {
+            s.latest("f")
+                .expect("read")
+                .map(|r| r.configuration.revision_id)
+        };
+        // Absent, cached as absent; then created.
+        assert_eq!(rev(&state), None);
+        assert!(state
+            .insert_function(&sample_record("f", "r1"), None)
+            .expect("insert"));
+        assert_eq!(rev(&state).as_deref(), Some("r1"));
+        assert!(state
+            .replace_latest_if("r1", &sample_record("f", "r2"))
+            .expect("cas"));
+        assert_eq!(rev(&state).as_deref(), Some("r2"));
+        assert_eq!(state.reserved_concurrency("f").expect("read"), Some(None));
+        assert_eq!(state.total_reserved().expect("sum"), 0);
+        assert!(state.set_reserved_concurrency("f", Some(7)).expect("set"));
+        assert_eq!(
+            state.reserved_concurrency("f").expect("read"),
+            Some(Some(7))
+        );
+        assert_eq!(state.total_reserved().expect("sum"), 7);
+        let published = state
+            .publish("f", |n| {
+                let mut r = sample_record("f", "r3");
+                r.configuration.version = n.to_string();
+                r
+            })
+            .expect("publish")
+            .expect("function exists");
+        assert_eq!(state.version("f", 1).expect("read"), Some(published));
+        assert!(state.delete_function("f").expect("delete"));
+        assert_eq!(rev(&state), None);
+        assert_eq!(state.version("f", 1).expect("read"), None);
+        assert_eq!(state.reserved_concurrency("f").expect("read"), None);
+        assert_eq!(state.total_reserved().expect("sum"), 0);
     }
 }
