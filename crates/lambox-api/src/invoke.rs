@@ -212,7 +212,9 @@ impl Lambda {
             ));
         }
         let event = StoredEvent {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            // Time-ordered (UUID version 7): the queue's index grows at one end, so a group
+            // commit writes a few pages, not one random page per event.
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
             name: r.name.clone(),
             qualifier: target.version.clone(),
             config_qualifier: match &r.qualifier {
@@ -228,7 +230,7 @@ impl Lambda {
             .write(&self.state, EventWrite::Insert(event.clone()))
             .await
             .map_err(|e| error::service(&format!("could not store the event: {e}")))?;
-        tracing::info!(function = %r.name, event = %event.id, "event accepted");
+        tracing::debug!(function = %r.name, event = %event.id, "event accepted");
         let id = event.id.clone();
         self.spawn_event(event);
         Ok(id)
@@ -327,6 +329,10 @@ impl Lambda {
                     // Not counted as background work: shutdown need not wait for a retry.
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
+                // In line behind the function's other events (not background work either).
+                let Ok(slot) = this.event_gate(&event.name).acquire_owned().await else {
+                    return;
+                };
                 let guard = this.background();
                 let config = this
                     .state
@@ -345,6 +351,7 @@ impl Lambda {
                     .unwrap_or(DEFAULT_MAX_RETRIES) as u32;
                 let expires_ms = event.received_ms + max_age.as_millis() as u64;
                 let outcome = this.run_event(&event, expires_ms).await;
+                drop(slot);
                 let finish = |status: &'static str, attempts: u32, error: Option<String>| {
                     EventWrite::Finish {
                         id: event.id.clone(),
@@ -357,7 +364,7 @@ impl Lambda {
                 let (write, end) = match outcome {
                     EventOutcome::Stopped => return,
                     EventOutcome::Succeeded(body) => {
-                        tracing::info!(event = %event.id, attempts = event.attempts + 1, "event succeeded");
+                        tracing::debug!(event = %event.id, attempts = event.attempts + 1, "event succeeded");
                         (
                             finish("succeeded", 1, None),
                             Some(EventEnd {
@@ -423,6 +430,24 @@ impl Lambda {
                 return;
             }
         });
+    }
+
+    /// The gate of `function`'s events: at most `async_concurrency` of them run at once, and
+    /// the others wait in order of arrival without polling. Lambda scales an event backlog
+    /// out to the function's concurrency; on one machine that many cold starts at once would
+    /// take the CPU the API needs (accepting events, synchronous invokes), so lambox drains a
+    /// backlog through a bounded number of environments instead. Throttles (reserved
+    /// concurrency, the memory budget) still apply inside the gate.
+    fn event_gate(&self, function: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut gates = self.event_gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(function.to_owned())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.config.async_concurrency.max(1) as usize,
+                ))
+            })
+            .clone()
     }
 
     /// One run of an event: waits (rather than failing) while the function is throttled,

@@ -24,6 +24,9 @@ pub struct ServiceConfig {
     /// Multiplies Lambda's async timings (retry delays of 1 and 2 minutes, event ages) so
     /// tests can run them in seconds; 1.0 in normal use.
     pub async_retry_delay_scale: f64,
+    /// Events of one function run at most this many at once; the others wait in order of
+    /// arrival (lambox's bound, see [`Lambda::event_gate`]).
+    pub async_concurrency: u32,
 }
 
 /// Lambda's minimum unreserved concurrency (100), or a tenth of a smaller account limit.
@@ -44,6 +47,9 @@ pub struct Lambda {
     /// Set by [`Lambda::shutdown`]: a pool refusing an invoke then means lambox is stopping,
     /// not that the function's revision changed under the invoke.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Per function, the events allowed to run at once ([`Lambda::event_gate`]).
+    pub(crate) event_gates:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Lambda {
@@ -310,6 +316,7 @@ impl Lambda {
             scheduler,
             background: AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            event_gates: std::sync::Mutex::default(),
         })
     }
 

@@ -46,6 +46,7 @@ fn app_with(account_concurrency: u64, auth: Option<Guard>) -> App {
             region: "us-east-1".into(),
             account_concurrency,
             async_retry_delay_scale: 1.0,
+            async_concurrency: 4,
         },
         state,
         images,

@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// more is throttled [default: MemTotal minus 1/8, at least 512 MiB]
     #[arg(long, env = "LAMBOX_MEMORY_MB")]
     memory_mb: Option<u64>,
+    /// Events of one function that run at once; the others wait in order [default: 2 × CPUs]
+    #[arg(long, env = "LAMBOX_ASYNC_CONCURRENCY")]
+    async_concurrency: Option<u32>,
     /// Multiplies Lambda's async timings (retries after 1 and 2 minutes, event ages), for tests [default: 1]
     #[arg(long, env = "LAMBOX_ASYNC_RETRY_DELAY_SCALE")]
     async_retry_delay_scale: Option<f64>,
@@ -164,6 +167,7 @@ struct FileLimits {
     shutdown_grace_seconds: Option<u64>,
     idle_timeout_seconds: Option<u64>,
     async_retry_delay_scale: Option<f64>,
+    async_concurrency: Option<u32>,
     log_retention_bytes: Option<u64>,
     memory_mb: Option<u64>,
 }
@@ -180,6 +184,8 @@ struct Settings {
     /// `None`: idle environments are kept until shutdown.
     idle_timeout: Option<Duration>,
     async_retry_delay_scale: f64,
+    /// Events of one function running at once.
+    async_concurrency: u32,
     /// `Some` with `--auth sigv4`: the accepted keys (at least one).
     auth_keys: Option<Vec<AccessKey>>,
     log_retention_bytes: u64,
@@ -250,6 +256,11 @@ fn machine_memory_mb() -> Result<u64> {
         .context("/proc/meminfo has no MemTotal in kB")
 }
 
+/// Events of one function running at once by default: two per CPU (see `Lambda::event_gate`).
+fn default_async_concurrency() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32 * 2)
+}
+
 /// What environments may hold by default: MemTotal less the reserve.
 fn default_memory_mb(total_mb: u64) -> u64 {
     total_mb.saturating_sub((total_mb / MEMORY_RESERVE_FRACTION).max(MEMORY_RESERVE_MIN_MB))
@@ -317,6 +328,13 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
     if !(async_retry_delay_scale > 0.0 && async_retry_delay_scale <= 1.0) {
         bail!("async retry delay scale {async_retry_delay_scale} is not in (0, 1]");
     }
+    let async_concurrency = args
+        .async_concurrency
+        .or(file.limits.async_concurrency)
+        .unwrap_or_else(default_async_concurrency);
+    if async_concurrency == 0 {
+        bail!("async concurrency must be at least 1");
+    }
     let log_retention_bytes = args
         .log_retention_bytes
         .or(file.limits.log_retention_bytes)
@@ -340,6 +358,7 @@ fn resolve(data_dir_flag: Option<PathBuf>, args: &ServeArgs) -> Result<Settings>
         log_retention_bytes,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
         async_retry_delay_scale,
+        async_concurrency,
         memory_mb,
         listen,
         data_dir: data_dir_flag
@@ -403,6 +422,7 @@ pub fn serve(
         region: settings.region.clone(),
         account_concurrency: settings.account_concurrency,
         async_retry_delay_scale: settings.async_retry_delay_scale,
+        async_concurrency: settings.async_concurrency,
     };
 
     let registry_store = store.clone();
@@ -662,6 +682,7 @@ mod tests {
             shutdown_grace: None,
             idle_timeout: None,
             async_retry_delay_scale: None,
+            async_concurrency: None,
             memory_mb: None,
             registry_auth: false,
             auth: None,
@@ -681,6 +702,7 @@ mod tests {
         assert_eq!(s.account_concurrency, 1000);
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(s.async_retry_delay_scale, 1.0);
+        assert_eq!(s.async_concurrency, default_async_concurrency());
         let total = machine_memory_mb().expect("MemTotal");
         assert_eq!(s.memory_mb, default_memory_mb(total));
         assert!(s.memory_mb + 512 <= total, "{} of {total}", s.memory_mb);
@@ -689,7 +711,7 @@ mod tests {
         let file = dir.path().join("lambox.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\nidle_timeout_seconds = 0\nasync_retry_delay_scale = 0.5\nmemory_mb = 2048\n",
+            "listen = \"127.0.0.1:5000\"\ndata_dir = \"/srv/lambox\"\naccount_id = \"123456789012\"\nregion = \"eu-west-1\"\n[limits]\naccount_concurrency = 10\nshutdown_grace_seconds = 5\nidle_timeout_seconds = 0\nasync_retry_delay_scale = 0.5\nmemory_mb = 2048\nasync_concurrency = 3\n",
         )
         .expect("ok");
         let s = resolve(None, &args(Some(file.clone()))).expect("ok");
@@ -702,6 +724,7 @@ mod tests {
         assert_eq!(s.idle_timeout, None);
         assert_eq!(s.async_retry_delay_scale, 0.5);
         assert_eq!(s.memory_mb, 2048);
+        assert_eq!(s.async_concurrency, 3);
 
         let mut a = args(Some(file));
         a.region = Some("ap-south-1".into());

@@ -1506,3 +1506,64 @@ print("OK")
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn events_of_one_function_run_at_most_async_concurrency_at_once() {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &["--async-concurrency", "2"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import json, sys, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="gated", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
+lam.get_waiter("function_active_v2").wait(FunctionName="gated", WaiterConfig={"Delay": 1})
+for i in range(6):
+    r = lam.invoke(FunctionName="gated", InvocationType="Event", Payload=json.dumps({"sleep_ms": 800, "i": i}).encode())
+    assert r["StatusCode"] == 202, r
+print("OK")
+"#;
+    run_boto3(&mut server, &registry, work.path(), script);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = events_json(&data, "gated", false);
+        if events.iter().filter(|e| e["Status"] == "succeeded").count() == 6 {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events not all run: {events:?}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Six events of 0.8 s sent at once, at most two running at a time: at least 2.4 s from
+    // the first received to the last finished (at once, all six would take about 0.8 s).
+    let ms = |e: &Value, k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k} in {e}"));
+    let first = events
+        .iter()
+        .map(|e| ms(e, "ReceivedMs"))
+        .min()
+        .expect("events");
+    let last = events
+        .iter()
+        .map(|e| ms(e, "FinishedMs"))
+        .max()
+        .expect("events");
+    assert!(
+        last - first >= 2400,
+        "ran in {} ms: {events:?}",
+        last - first
+    );
+    // And fewer environments than events: a gate slot is free again as soon as a response
+    // is back, a moment before its environment is idle again, so a third may start.
+    let log = server.log_text();
+    let cold = log
+        .lines()
+        .filter(|l| l.starts_with("REPORT") && l.contains("Init Duration"))
+        .count();
+    assert!((2..=4).contains(&cold), "{cold} cold starts:\n{log}");
+    assert!(server.stop().success());
+}
