@@ -14,7 +14,12 @@
 #      first server (one function).
 #   3. Async acceptance: wrk, 2 threads, 16 connections, 10 s of `Event` invokes (202 once
 #      the event is stored durably) against the same server's sync invokes (wrk, same
-#      settings), alternating, 2 rounds.
+#      settings), alternating, 3 rounds. After each Event run the script waits until the
+#      queue has drained (`pending_events` of /health is 0) and reports the drain rate, so
+#      every run starts with an empty queue. While that queue drains, the function's runs
+#      share the 2 CPUs with the acceptance; so each round also sends `Event`s to a second
+#      function `slow` (same image, payload `sleep_ms` 2000: its runs wait, using no CPU),
+#      which measures what the durable queue itself accepts. Its backlog is not drained.
 # Both servers run with --network none. Needs root. Installs wrk with apt if it is missing.
 # Stops what it started by PID on every exit path and removes its scratch directory.
 set -Eeuo pipefail
@@ -39,7 +44,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, cgroups, mounts)"
-LAT_N=2000 LAT_WARM=200 LAT_ROUNDS=10 TPUT_SECS=10 TPUT_ROUNDS=2
+LAT_N=2000 LAT_WARM=200 LAT_ROUNDS=10 TPUT_SECS=10 TPUT_ROUNDS=3
 [[ $QUICK == 1 ]] && { LAT_N=400 LAT_WARM=50 LAT_ROUNDS=4 TPUT_SECS=3 TPUT_ROUNDS=1 EXTRA=50; }
 
 WORK= PIDS=()
@@ -49,7 +54,8 @@ cleanup() {
     kill -TERM "$p" 2>/dev/null || true
   done
   for p in "${PIDS[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    # serve finishes running invokes first (up to its 30 s grace)
+    for _ in $(seq 400); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
   [[ -n $WORK ]] && rm -rf "$WORK"
@@ -77,14 +83,15 @@ log "lambox run on :$P_RUN"
   >"$WORK/log/run.out" 2>"$WORK/log/run.err" &
 PIDS+=($!)
 
-start_serve() { # NAME → port
+start_serve() { # NAME VAR: starts serve NAME, sets VAR to its port (not in a subshell:
+  # PIDS must keep the PID for cleanup)
   local port
   port=$(free_port)
   "$LAMBOX" --data-dir "$WORK/$1-data" serve --network none --listen "127.0.0.1:$port" \
     >"$WORK/log/$1.out" 2>"$WORK/log/$1.err" &
   PIDS+=($!)
   "${CLIENT[@]}" wait --port "$port" --secs 120 >&2 || die "serve $1 did not start (see $WORK/log)"
-  echo "$port"
+  printf -v "$2" '%s' "$port"
 }
 create() { # PORT NAME
   local code
@@ -101,11 +108,13 @@ wait_active() { # PORT NAME
   die "function $2 on :$1 is not Active after 60 s"
 }
 
-P_S1=$(start_serve serve1)
-P_S2=$(start_serve serve2)
+start_serve serve1 P_S1
+start_serve serve2 P_S2
 create "$P_S1" echo
+create "$P_S1" slow
 create "$P_S2" echo
 wait_active "$P_S1" echo
+wait_active "$P_S1" slow
 wait_active "$P_S2" echo
 log "registering $EXTRA more functions on serve2"
 t0=$(date +%s.%N)
@@ -125,6 +134,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Amz-Invocation-Type"] = os.getenv("INVOCATION_TYPE") or "RequestResponse"
 wrk.body = '{"data":"' .. string.rep("x", 1013) .. '"}'
+if os.getenv("SLOW") == "1" then wrk.body = '{"sleep_ms":2000,"data":"' .. string.rep("x", 997) .. '"}' end
 local codes = {}
 response = function(status) codes[status] = (codes[status] or 0) + 1 end
 done = function(summary, latency, requests)
@@ -134,17 +144,33 @@ end
 LUA
 log "3. async acceptance vs sync invokes on serve1 (wrk, $TPUT_ROUNDS rounds of ${TPUT_SECS} s each)"
 : >"$WORK/res/tput.txt"
+pending() { curl -s "http://127.0.0.1:$P_S1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_events"])'; }
+: >"$WORK/res/drain.txt"
+slow_pending=0
 for r in $(seq "$TPUT_ROUNDS"); do
-  for kind in Event RequestResponse; do
-    [[ $r == 2 ]] && kind=$([[ $kind == Event ]] && echo RequestResponse || echo Event)
-    line=$(INVOCATION_TYPE=$kind wrk -t2 -c16 -d"${TPUT_SECS}s" -s "$WORK/py/event.lua" \
-      "http://127.0.0.1:$P_S1/2015-03-31/functions/echo/invocations" | grep '^JSON:' | cut -c6-)
+  kinds=(Event RequestResponse Event-slow)
+  (( r % 2 == 0 )) && kinds=(Event-slow RequestResponse Event)
+  for kind in "${kinds[@]}"; do
+    fn=echo slow=
+    [[ $kind == Event-slow ]] && fn=slow slow=1
+    line=$(INVOCATION_TYPE=${kind%-slow} SLOW=$slow wrk -t2 -c16 -d"${TPUT_SECS}s" -s "$WORK/py/event.lua" \
+      "http://127.0.0.1:$P_S1/2015-03-31/functions/$fn/invocations" | grep '^JSON:' | cut -c6-)
     echo "$kind $line" >>"$WORK/res/tput.txt"
+    [[ $kind == Event-slow ]] && slow_pending=$(pending)
+    if [[ $kind == Event ]]; then
+      # The slow function's backlog stays pending: wait for echo's only.
+      d0=$(date +%s.%N) left=$(( $(pending) - slow_pending ))
+      while (( $(pending) > slow_pending )); do
+        (( $(date +%s) - ${d0%.*} < 600 )) || die "the event queue did not drain in 10 min"
+        sleep 0.2
+      done
+      echo "$left $(python3 -c "import sys; print($(date +%s.%N) - $d0)")" >>"$WORK/res/drain.txt"
+    fi
   done
 done
 events=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_S1/health")
 
-python3 - "$WORK/res/lat.json" "$WORK/res/tput.txt" "$EXTRA" "$t0" "$t1" >"$OUT" <<'PY'
+python3 - "$WORK/res/lat.json" "$WORK/res/tput.txt" "$EXTRA" "$t0" "$t1" "$WORK/res/drain.txt" >"$OUT" <<'PY'
 import json, statistics, sys
 lat = json.load(open(sys.argv[1]))
 extra = sys.argv[3]
@@ -164,16 +190,25 @@ print(f"registering {extra} functions through CreateFunction (one curl each): {f
 print()
 print("| round | kind | requests/s | non-2xx | p50 µs |")
 print("|---|---|---|---|---|")
-rates = {"Event": [], "RequestResponse": []}
+rates = {"Event": [], "RequestResponse": [], "Event-slow": []}
 for i, line in enumerate(open(sys.argv[2])):
     kind, js = line.split(" ", 1)
     j = json.loads(js)
     rate = j["requests"] / (j["duration_us"] / 1e6)
     rates[kind].append(rate)
-    print(f"| {i // 2 + 1} | {kind} | {rate:.0f} | {j['non2xx']} | {j['p50_us']} |")
+    print(f"| {i // 3 + 1} | {kind} | {rate:.0f} | {j['non2xx']} | {j['p50_us']} |")
 print()
-print(f"Event acceptance median {statistics.median(rates['Event']):.0f}/s vs sync invokes {statistics.median(rates['RequestResponse']):.0f}/s "
-      f"(ratio {statistics.median(rates['Event']) / statistics.median(rates['RequestResponse']):.2f}×)")
+drains = [tuple(map(float, l.split())) for l in open(sys.argv[6]) if l.strip()]
+print()
+print("| Event run | pending when wrk stopped | drained in s | drain rate events/s |")
+print("|---|---|---|---|")
+for i, (left, secs) in enumerate(drains):
+    print(f"| {i + 1} | {left:.0f} | {secs:.1f} | {left / secs if secs > 0 else 0:.0f} |")
+print()
+sync = statistics.median(rates['RequestResponse'])
+print(f"Event acceptance median {statistics.median(rates['Event']):.0f}/s while the queue drains (echo), "
+      f"{statistics.median(rates['Event-slow']):.0f}/s for a function whose runs wait (slow); "
+      f"sync invokes {sync:.0f}/s (ratios {statistics.median(rates['Event']) / sync:.2f}×, {statistics.median(rates['Event-slow']) / sync:.2f}×)")
 PY
 cat "$OUT"
 log "report in $OUT (health $events)"

@@ -226,13 +226,23 @@ impl Lambda {
             attempts: 0,
             next_attempt_ms: 0,
         };
-        self.events
-            .write(&self.state, EventWrite::Insert(event.clone()))
-            .await
-            .map_err(|e| error::service(&format!("could not store the event: {e}")))?;
-        tracing::debug!(function = %r.name, event = %event.id, "event accepted");
+        // Stored and started in a task of its own: if the caller goes away while the event is
+        // being stored (the client hangs up and hyper drops the request), the stored event
+        // must still run now, not only after a restart.
         let id = event.id.clone();
-        self.spawn_event(event);
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.events
+                .write(&this.state, EventWrite::Insert(event.clone()))
+                .await?;
+            tracing::debug!(function = %event.name, event = %event.id, "event accepted");
+            this.spawn_event(event);
+            Ok::<(), String>(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|e| error::service(&format!("could not store the event: {e}")))?;
         Ok(id)
     }
 
@@ -333,6 +343,10 @@ impl Lambda {
                 let Ok(slot) = this.event_gate(&event.name).acquire_owned().await else {
                     return;
                 };
+                if this.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    // lambox is stopping: the event stays pending for the next start.
+                    return;
+                }
                 let guard = this.background();
                 let config = this
                     .state
@@ -459,6 +473,9 @@ impl Lambda {
             foreign: false,
         };
         loop {
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return EventOutcome::Stopped;
+            }
             if now_ms() >= expires_ms {
                 return EventOutcome::Dropped(
                     "EventAgeExceeded: the event is older than the function's MaximumEventAgeInSeconds"

@@ -307,13 +307,20 @@ async fn health(State(l): S) -> Response {
     struct Health {
         status: &'static str,
         functions: u64,
+        /// Accepted events not yet run to an end (scripts wait for a queue to drain).
+        pending_events: u64,
     }
-    match l.state.function_count() {
-        Ok(functions) => json(
+    match l
+        .state
+        .function_count()
+        .and_then(|f| Ok((f, l.state.pending_event_count()?)))
+    {
+        Ok((functions, pending_events)) => json(
             StatusCode::OK,
             &Health {
                 status: "ok",
                 functions,
+                pending_events,
             },
         ),
         Err(e) => ApiError::from(e).into_response(),

@@ -1462,8 +1462,10 @@ impl Lambda {
         ))
     }
 
-    /// Waits until background work is done or `grace` has passed; returns what is left.
+    /// Stops starting event runs (events not started stay `pending` for the next start), then
+    /// waits until background work is done or `grace` has passed; returns what is left.
     pub async fn drain(&self, grace: Duration) -> usize {
+        self.stopping.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let left = self.background_tasks();

@@ -930,6 +930,18 @@ impl State {
         Ok(rows)
     }
 
+    /// Events accepted and not yet run to an end.
+    pub fn pending_event_count(&self) -> Result<u64, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.db_err(e))
+    }
+
     /// The status of an event (`pending`, `succeeded`, `failed`).
     pub fn event_status(&self, id: &str) -> Result<Option<String>, StateError> {
         self.conn()

@@ -706,7 +706,10 @@ async fn health_answers_ok() {
     let app = app();
     let a = call(&app, "GET", "/health", None).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.body, json!({"status": "ok", "functions": 0}));
+    assert_eq!(
+        a.body,
+        json!({"status": "ok", "functions": 0, "pending_events": 0})
+    );
     assert!(a.request_id.is_some());
 }
 

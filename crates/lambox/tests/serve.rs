@@ -1567,3 +1567,60 @@ print("OK")
     assert!((2..=4).contains(&cold), "{cold} cold starts:\n{log}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn an_event_stored_while_its_client_hangs_up_still_runs() {
+    use std::io::Write as _;
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+import sys, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="hangup", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
+lam.get_waiter("function_active_v2").wait(FunctionName="hangup", WaiterConfig={"Delay": 1})
+print("OK")
+"#;
+    run_boto3(&mut server, &registry, work.path(), script);
+    // Each client sends a whole Event invoke and closes its socket at once, without waiting
+    // for the 202: hyper then drops the request while the event is being stored. Whatever
+    // was stored must run now (it used to stay pending until the next restart).
+    let body = br#"{"hello":"world"}"#;
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(&server.addr).expect("connect");
+        write!(
+            s,
+            "POST /2015-03-31/functions/hangup/invocations HTTP/1.1\r\nHost: {}\r\nX-Amz-Invocation-Type: Event\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            server.addr,
+            body.len()
+        )
+        .expect("write head");
+        s.write_all(body).expect("write body");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = match http_get(&server.addr, "/health") {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body).expect("JSON"),
+            other => panic!("/health: {other:?}\n{}", server.log_text()),
+        };
+        if health["pending_events"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored events left pending: {health}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = events_json(&data, "hangup", false);
+    assert!(!events.is_empty(), "no event was stored at all");
+    assert!(
+        events.iter().all(|e| e["Status"] == "succeeded"),
+        "{events:?}"
+    );
+    assert!(server.stop().success());
+}

@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -171,7 +171,8 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         s,
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
     )?;
-    s.shutdown(Shutdown::Write)?;
+    // No shutdown of the write side: hyper takes a half-closed connection for a client that
+    // went away and may drop the request unanswered. HTTP/1.0: the server closes after it.
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     let code = buf
