@@ -285,6 +285,32 @@ async fn list_tags(State(l): S, Path(arn): Path<String>) -> Response {
     answer(StatusCode::OK, l.list_tags(&arn))
 }
 
+/// lambox's own: `GET /lambox/v1/functions/{name}/events[?Status=failed]` →
+/// `{"Events": [EventSummary…]}`.
+async fn list_events(State(l): S, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Events {
+        events: Vec<crate::state::EventSummary>,
+    }
+    let failed = match query(&q, "Status").as_deref() {
+        None => false,
+        Some("failed") => true,
+        Some(other) => {
+            return crate::error::invalid_parameter(&format!(
+            "Status '{other}' is not supported: give Status=failed, or no Status for every event."
+        ))
+            .into_response()
+        }
+    };
+    answer(
+        StatusCode::OK,
+        fref(&l, &name, &q, false)
+            .and_then(|r| l.list_events(&r.name, failed))
+            .map(|events| Events { events }),
+    )
+}
+
 async fn account_settings(State(l): S) -> Response {
     answer(StatusCode::OK, l.account_settings())
 }
@@ -427,6 +453,7 @@ pub fn router_with_auth(lambda: Arc<Lambda>, auth: Option<Guard>) -> Router {
             "/2017-03-31/tags/{arn}",
             get(list_tags).post(tag_resource).delete(untag_resource),
         )
+        .route("/lambox/v1/functions/{name}/events", get(list_events))
         .route("/2016-08-19/account-settings", get(account_settings))
         .route("/2016-08-19/account-settings/", get(account_settings))
         .method_not_allowed_fallback(unknown_operation)

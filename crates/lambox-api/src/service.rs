@@ -1280,6 +1280,22 @@ impl Lambda {
         Ok(())
     }
 
+    /// lambox's own operation, with no AWS counterpart (`GET /lambox/v1/functions/NAME/events`,
+    /// what `lambox events` shows): the async events of `name`, oldest first, all or only
+    /// those that failed for good. A deleted function's events are still listed; a name with
+    /// neither a function nor events is ResourceNotFoundException.
+    pub fn list_events(
+        &self,
+        name: &str,
+        failed: bool,
+    ) -> Result<Vec<crate::state::EventSummary>, ApiError> {
+        let events = self.state.events(name, failed.then_some("failed"))?;
+        if events.is_empty() && self.state.latest(name)?.is_none() {
+            return Err(error::function_not_found(&self.arn(name, None)));
+        }
+        Ok(events)
+    }
+
     /// GetAccountSettings.
     pub fn account_settings(&self) -> Result<AccountSettings, ApiError> {
         let limit = self.config.account_concurrency;

@@ -161,7 +161,7 @@ pub struct StoredEvent {
 }
 
 /// An event as `lambox events` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EventSummary {
     pub event_id: String,

@@ -1276,3 +1276,23 @@ async fn tags_are_validated_added_listed_removed_and_shown_by_get_function() {
     let a = call(&app, "GET", &path, None).await;
     assert_eq!(a.body, json!({"Tags": {}}));
 }
+
+#[tokio::test]
+async fn lambox_events_listing_refuses_unknown_functions_and_statuses() {
+    let app = app();
+    let a = call(&app, "GET", "/lambox/v1/functions/nope/events", None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        a.body["Message"],
+        "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"
+    );
+    let a = call(
+        &app,
+        "GET",
+        "/lambox/v1/functions/nope/events?Status=pending",
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.body["Type"], "User");
+}

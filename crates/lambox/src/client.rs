@@ -1,4 +1,4 @@
-//! `lambox invoke`, `lambox functions`, `lambox logs`: thin HTTP clients of `lambox serve`'s
+//! `lambox invoke`, `lambox functions`, `lambox logs`, `lambox events`: thin HTTP clients of `lambox serve`'s
 //! API (the Lambda API and the CloudWatch Logs subset), so they work against any lambox serve
 //! the endpoint names. Requests are SigV4-signed when `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY` are set (region from `AWS_REGION`/`AWS_DEFAULT_REGION`, default
@@ -321,6 +321,26 @@ fn read_payload(arg: Option<&str>) -> Result<Vec<u8>> {
             None => a.as_bytes().to_vec(),
         },
     })
+}
+
+/// `lambox events` (lambox's own `GET /lambox/v1/functions/NAME/events`).
+pub fn events(args: crate::serve::EventsArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.endpoint)?;
+    let mut path = format!("/lambox/v1/functions/{}/events", segment(&args.function));
+    if args.failed {
+        path.push_str("?Status=failed");
+    }
+    let a = client.send("lambda", reqwest::Method::GET, &path, &[], Vec::new())?;
+    if a.status != 200 {
+        return Err(a.error().context(format!("events of {}", args.function)));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Events {
+        events: Vec<lambox_api::state::EventSummary>,
+    }
+    let page: Events = serde_json::from_slice(&a.body).context("the answer is not JSON")?;
+    crate::serve::print_events(&page.events, args.json)
 }
 
 /// `lambox invoke`.

@@ -50,7 +50,7 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the Lambda API (functions, versions, aliases, invoke) on 127.0.0.1:4566
     Serve(serve::ServeArgs),
-    /// List a function's async events (and why the failed ones failed) from the data directory
+    /// List a function's async events (and why the failed ones failed), from lambox serve or (--offline) the data directory
     Events(serve::EventsArgs),
     /// Invoke a function of a running lambox serve; prints the response payload
     Invoke(client::InvokeArgs),
@@ -99,7 +99,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return serve::serve(cli.data_dir, cli.max_image_size, a);
     }
     let command = match cli.command {
-        Command::Events(a) => return serve::events(cli.data_dir, a),
+        Command::Events(a) if a.offline => return serve::events_offline(cli.data_dir, a),
+        Command::Events(a) => return client::events(a),
         // Clients of serve's API: no data directory.
         Command::Invoke(a) => return client::invoke(a),
         Command::Functions(a) => return client::functions(a),

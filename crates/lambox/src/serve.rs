@@ -594,21 +594,27 @@ fn own_hosts(listen: SocketAddr) -> Vec<String> {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// The function's name
-    function: String,
+    pub function: String,
     /// Only events that failed for good (retries exhausted, too old, function gone)
     #[arg(long)]
-    failed: bool,
+    pub failed: bool,
     /// JSON (one array) instead of a table
     #[arg(long)]
-    json: bool,
-    /// `lambox serve`'s configuration file, for its data_dir
-    #[arg(long, env = "LAMBOX_CONFIG")]
+    pub json: bool,
+    /// Read the data directory (--data-dir, or the data_dir of --config) instead of asking
+    /// lambox serve; works while it is stopped
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: `lambox serve`'s configuration file, for its data_dir
+    #[arg(long, env = "LAMBOX_CONFIG", requires = "offline")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint: crate::client::EndpointArgs,
 }
 
-/// `lambox events FUNCTION [--failed] [--json]`: reads the data directory's state database
-/// (safe while `lambox serve` runs: SQLite WAL readers do not block it).
-pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCode> {
+/// `lambox events FUNCTION --offline [--failed] [--json]`: reads the data directory's state
+/// database (safe while `lambox serve` runs: SQLite WAL readers do not block it).
+pub fn events_offline(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCode> {
     let file_dir = match &args.config {
         Some(p) => read_config(p)?.data_dir,
         None => None,
@@ -627,7 +633,12 @@ pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCo
     if events.is_empty() && state.latest(&args.function)?.is_none() {
         bail!("function {} not found and has no events", args.function);
     }
-    if args.json {
+    print_events(&events, args.json)
+}
+
+/// `lambox events`' output: a table, or the events as one JSON array.
+pub fn print_events(events: &[lambox_api::state::EventSummary], json: bool) -> Result<ExitCode> {
+    if json {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -635,7 +646,7 @@ pub fn events(data_dir_flag: Option<PathBuf>, args: EventsArgs) -> Result<ExitCo
         "{:<36}  {:<9}  {:<8}  {:>8}  {:<24}  ERROR",
         "EVENT ID", "STATUS", "VERSION", "ATTEMPTS", "RECEIVED (UTC)"
     );
-    for e in &events {
+    for e in events {
         let error = e.error.as_deref().unwrap_or("").replace('\n', " ");
         println!(
             "{:<36}  {:<9}  {:<8}  {:>8}  {:<24}  {}",

@@ -661,7 +661,10 @@ fn weighted_aliases_split_invokes_and_tags_round_trip_through_the_sdk() {
 
 /// Statuses of the events of FUNCTION (`lambox events --json`), in arrival order.
 fn event_statuses(data: &DataDir, function: &str) -> Vec<String> {
-    let out = common::run_ok(data.lambox().args(["events", function, "--json"]));
+    let out = common::run_ok(
+        data.lambox()
+            .args(["events", function, "--json", "--offline"]),
+    );
     let v: Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("events --json: {e}: {out}"));
     v.as_array()
@@ -761,7 +764,7 @@ fn environments_are_bounded_by_the_memory_limit_sync_429_events_wait() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // It ran after b's environment was done with (its idle environment evicted).
-        let out = common::run_ok(data.lambox().args(["events", "a", "--json"]));
+        let out = common::run_ok(data.lambox().args(["events", "a", "--json", "--offline"]));
         let events: Value = serde_json::from_str(&out).expect("events JSON");
         let finished = events[0]["FinishedMs"].as_u64().expect("FinishedMs");
         let b_done_ms = b_done
@@ -860,7 +863,7 @@ fn async_invocation_records_go_to_lambda_function_destinations() {
         // dst receives one record per src event (success, then failure).
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let records = loop {
-            let out = common::run_ok(data.lambox().args(["events", "dst", "--json"]));
+            let out = common::run_ok(data.lambox().args(["events", "dst", "--json", "--offline"]));
             let events: Vec<Value> = serde_json::from_str(&out).expect("events JSON");
             if events.len() == 2 && events.iter().all(|e| e["Status"] == "succeeded") {
                 break events;

@@ -825,9 +825,16 @@ fn events_accepted_before_a_kill_9_run_after_restart() {
 }
 
 /// `lambox events FUNCTION --json` for `data`.
-fn events_json(data: &DataDir, function: &str, failed: bool) -> Vec<Value> {
-    let mut cmd = data.lambox();
-    cmd.args(["events", function, "--json"]);
+/// `lambox events FUNCTION --json [--failed]`, asking `server`.
+fn events_json(server: &Server, function: &str, failed: bool) -> Vec<Value> {
+    let mut cmd = common::lambox();
+    cmd.args([
+        "events",
+        function,
+        "--json",
+        "--endpoint",
+        &server.endpoint(),
+    ]);
     if failed {
         cmd.arg("--failed");
     }
@@ -836,10 +843,10 @@ fn events_json(data: &DataDir, function: &str, failed: bool) -> Vec<Value> {
 }
 
 /// Waits until `function`'s newest event is no longer pending; returns it.
-fn wait_event_done(data: &DataDir, server: &Server, function: &str, count: usize) -> Value {
+fn wait_event_done(server: &Server, function: &str, count: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let all = events_json(data, function, false);
+        let all = events_json(server, function, false);
         if all.len() == count && all[count - 1]["Status"] != "pending" {
             return all[count - 1].clone();
         }
@@ -908,7 +915,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
         "1",
     ]);
     event(&aws, r#"{"error":"boom one"}"#);
-    let e = wait_event_done(&data, &server, "echo", 1);
+    let e = wait_event_done(&server, "echo", 1);
     assert_eq!(e["Status"], "failed", "{e}");
     assert_eq!(e["Attempts"], 2, "{e}");
     assert!(
@@ -947,7 +954,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
         out,
     ]);
     assert_eq!(r["StatusCode"], 202);
-    let e = wait_event_done(&data, &server, "echo", 2);
+    let e = wait_event_done(&server, "echo", 2);
     assert_eq!(
         (&e["Status"], &e["Attempts"]),
         (&"failed".into(), &1.into()),
@@ -957,7 +964,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
 
     // A success runs once.
     event(&aws, r#"{"ok":1}"#);
-    let e = wait_event_done(&data, &server, "echo", 3);
+    let e = wait_event_done(&server, "echo", 3);
     assert_eq!(
         (&e["Status"], &e["Attempts"]),
         (&"succeeded".into(), &1.into()),
@@ -977,7 +984,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
         "60",
     ]);
     event(&aws, r#"{"error":"boom old"}"#);
-    let e = wait_event_done(&data, &server, "echo", 4);
+    let e = wait_event_done(&server, "echo", 4);
     assert_eq!(e["Status"], "failed", "{e}");
     assert_eq!(e["Attempts"], 1, "{e}");
     assert!(
@@ -999,7 +1006,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     event(&aws, r#"{"error":"boom default"}"#);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let all = events_json(&data, "echo", false);
+        let all = events_json(&server, "echo", false);
         if all.len() == 5 && all[4]["Attempts"] == 1 {
             assert_eq!(all[4]["Status"], "pending", "{all:?}");
             break;
@@ -1012,7 +1019,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let mut server = Server::start(&data, &scale);
-    let e = wait_event_done(&data, &server, "echo", 5);
+    let e = wait_event_done(&server, "echo", 5);
     assert_eq!(e["Status"], "failed", "{e}");
     assert_eq!(e["Attempts"], 3, "{e}");
     assert!(server.log_text().contains("resuming events"));
@@ -1020,7 +1027,7 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
     assert_eq!(starts(&server), 2, "{}", server.log_text());
 
     // `lambox events --failed`: the three failed events, oldest first; a table without --json.
-    let failed = events_json(&data, "echo", true);
+    let failed = events_json(&server, "echo", true);
     let errors: Vec<_> = failed
         .iter()
         .map(|e| {
@@ -1039,12 +1046,37 @@ fn async_failures_are_retried_per_event_invoke_config_across_a_kill_9_then_kept_
             (3, r#"{"error":"boom default"}"#.to_owned()),
         ]
     );
-    let table = common::run_ok(data.lambox().args(["events", "echo", "--failed"]));
+    let endpoint = server.endpoint();
+    let table = common::run_ok(common::lambox().args([
+        "events",
+        "echo",
+        "--failed",
+        "--endpoint",
+        &endpoint,
+    ]));
     assert_eq!(table.lines().count(), 5, "{table}");
     assert!(table.lines().all(|l| !l.contains("succeeded")), "{table}");
+    let missing = common::lambox()
+        .args(["events", "nope", "--endpoint", &endpoint])
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("ResourceNotFoundException: Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"),
+        "{stderr}"
+    );
+    // --offline reads the same from the data directory.
+    let offline =
+        common::run_ok(
+            data.lambox()
+                .args(["events", "echo", "--failed", "--json", "--offline"]),
+        );
+    let offline: Vec<Value> = serde_json::from_str(&offline).expect("JSON");
+    assert_eq!(offline, failed);
     let missing = data
         .lambox()
-        .args(["events", "nope"])
+        .args(["events", "nope", "--offline"])
         .output()
         .expect("run");
     assert!(!missing.status.success());
@@ -1492,7 +1524,7 @@ print("OK")
     run_boto3(&mut server, &registry, work.path(), script);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let events = events_json(&data, "burst", false);
+        let events = events_json(&server, "burst", false);
         let done = events.iter().filter(|e| e["Status"] == "succeeded").count();
         if events.len() == 4 && done == 4 {
             break;
@@ -1528,7 +1560,7 @@ print("OK")
     run_boto3(&mut server, &registry, work.path(), script);
     let deadline = Instant::now() + Duration::from_secs(60);
     let events = loop {
-        let events = events_json(&data, "gated", false);
+        let events = events_json(&server, "gated", false);
         if events.iter().filter(|e| e["Status"] == "succeeded").count() == 6 {
             break events;
         }
@@ -1616,7 +1648,7 @@ print("OK")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let events = events_json(&data, "hangup", false);
+    let events = events_json(&server, "hangup", false);
     assert!(!events.is_empty(), "no event was stored at all");
     assert!(
         events.iter().all(|e| e["Status"] == "succeeded"),
