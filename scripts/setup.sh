@@ -18,6 +18,8 @@ PACKAGES=(
   docker-registry apache2-utils
   # compression
   zstd pigz gzip xz-utils
+  # rpm databases (the registry's scanner test builds one with rpmbuild and rpm)
+  rpm
   # misc
   ca-certificates python3 python3-pip tar coreutils util-linux iproute2 curl
   # lambox run --network nat (the nft program) and its tests
@@ -56,7 +58,7 @@ else
   log "all ${#PACKAGES[@]} packages already installed"
 fi
 
-for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3 nft; do
+for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3 nft rpm rpmbuild; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool || -x /sbin/$tool ]] \
     || die "'$tool' still not found after install"
 done

@@ -7,10 +7,17 @@
 //! its directory. Databases read:
 //! - dpkg: `var/lib/dpkg/status` (installed stanzas) and `var/lib/dpkg/status.d/*`;
 //! - apk: `lib/apk/db/installed`;
+//! - rpm, SQLite backend (Amazon Linux 2023 — AWS's current Lambda base images —, Fedora,
+//!   RHEL 9): `var/lib/rpm/rpmdb.sqlite` or `usr/lib/sysimage/rpm/rpmdb.sqlite`, each
+//!   package's header blob parsed for its name, epoch, version and release; the ecosystem is
+//!   named after `etc/os-release`'s `ID` (`amzn` → `Amazon Linux`, `rhel` → `Red Hat`, …);
 //! - Python: `…/NAME-VERSION.dist-info/METADATA` (`Name:` and `Version:`);
 //! - npm: `…/node_modules/NAME/package.json` and `…/node_modules/@SCOPE/NAME/package.json`.
 //!
-//! The rpm database (Berkeley DB / SQLite / ndb) is not read. Nothing is invented: a finding
+//! The rpm database's older Berkeley DB (Amazon Linux 2) and ndb formats are not read. The
+//! SQLite file is image bytes: it is copied to a private temporary directory and opened
+//! read-only with SQLite's defensive settings, and header blobs are bounds-checked; a
+//! database that cannot be read yields no rpm packages, never an error. Nothing is invented: a finding
 //! exists only when an OSV record names the package's ecosystem and name and lists its version
 //! in `versions` or puts it in an `ECOSYSTEM`/`SEMVER` range (compared segment by segment:
 //! numbers numerically, other text bytewise — not dpkg's or PEP 440's full rules).
@@ -50,11 +57,136 @@ pub enum ScanError {
 
 /// Files whose content the scanner parses.
 fn interesting(path: &str) -> bool {
-    path == "var/lib/dpkg/status"
+    RPMDB.contains(&path)
+        || path == "etc/os-release"
+        || path == "usr/lib/os-release"
+        || path == "var/lib/dpkg/status"
         || path.starts_with("var/lib/dpkg/status.d/")
         || path == "lib/apk/db/installed"
         || (path.ends_with("/METADATA") && path.contains(".dist-info/"))
         || (path.ends_with("/package.json") && npm_name(path).is_some())
+}
+
+/// Where the rpm database (SQLite backend) lives.
+const RPMDB: [&str; 2] = [
+    "var/lib/rpm/rpmdb.sqlite",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
+
+/// OSV's ecosystem name for an rpm distribution, from os-release's `ID`.
+fn rpm_ecosystem(os_release: Option<&[u8]>) -> String {
+    let id = os_release
+        .map(String::from_utf8_lossy)
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("ID="))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_default();
+    match id.as_str() {
+        "amzn" => "Amazon Linux",
+        "rhel" => "Red Hat",
+        "almalinux" => "AlmaLinux",
+        "rocky" => "Rocky Linux",
+        "fedora" => "Fedora",
+        "centos" => "CentOS",
+        "ol" => "Oracle Linux",
+        "mariner" | "azurelinux" => "Azure Linux",
+        "photon" => "Photon OS",
+        "sles" => "SUSE",
+        id if id.starts_with("opensuse") => "openSUSE",
+        _ => "RPM",
+    }
+    .to_owned()
+}
+
+/// The packages of an rpm database (SQLite backend): `(name, [epoch:]version-release)`.
+/// Empty if the bytes are not such a database.
+fn rpm_packages(db: &[u8]) -> Vec<(String, String)> {
+    let Ok(dir) = tempfile_dir() else {
+        return Vec::new();
+    };
+    let path = dir.join("rpmdb.sqlite");
+    let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
+        std::fs::write(&path, db).map_err(|_| rusqlite::Error::InvalidQuery)?;
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON;")?;
+        let mut st = conn.prepare("SELECT blob FROM Packages")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>();
+        rows
+    };
+    let blobs = read().unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    blobs.iter().filter_map(|b| rpm_header(b)).collect()
+}
+
+/// A private scratch directory under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("lambox-scan-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map(|()| dir)
+}
+
+/// Name and `[epoch:]version-release` from an rpm header blob as the rpm database stores it:
+/// index entry count and data size (big-endian u32 each), the 16-byte entries (tag, type,
+/// offset, count), then the data. Every offset is checked; `None` if anything is off.
+fn rpm_header(blob: &[u8]) -> Option<(String, String)> {
+    const NAME: u32 = 1000;
+    const VERSION: u32 = 1001;
+    const RELEASE: u32 = 1002;
+    const EPOCH: u32 = 1003;
+    const STRING: u32 = 6;
+    const INT32: u32 = 4;
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            blob.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let entries = usize::try_from(u32_at(0)?).ok()?;
+    let data_len = usize::try_from(u32_at(4)?).ok()?;
+    let data_start = entries.checked_mul(16)?.checked_add(8)?;
+    let data = blob.get(data_start..data_start.checked_add(data_len)?)?;
+    let (mut name, mut version, mut release, mut epoch) = (None, None, None, None);
+    for i in 0..entries {
+        let e = 8 + i * 16;
+        let (tag, kind, offset) = (
+            u32_at(e)?,
+            u32_at(e + 4)?,
+            usize::try_from(u32_at(e + 8)?).ok()?,
+        );
+        let string = || -> Option<String> {
+            let rest = data.get(offset..)?;
+            let end = rest.iter().position(|&b| b == 0)?;
+            String::from_utf8(rest[..end].to_vec()).ok()
+        };
+        match (tag, kind) {
+            (NAME, STRING) => name = string(),
+            (VERSION, STRING) => version = string(),
+            (RELEASE, STRING) => release = string(),
+            (EPOCH, INT32) => {
+                epoch = data
+                    .get(offset..offset.checked_add(4)?)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+            }
+            _ => {}
+        }
+    }
+    let (name, version, release) = (name?, version?, release?);
+    let version = match epoch {
+        Some(e) if e > 0 => format!("{e}:{version}-{release}"),
+        _ => format!("{version}-{release}"),
+    };
+    Some((name, version))
 }
 
 /// `…/node_modules/NAME/package.json` or `…/node_modules/@S/NAME/package.json`.
@@ -188,8 +320,24 @@ fn parse(path: &str, bytes: &[u8], out: &mut Vec<Package>) {
 /// The packages of the image whose manifest is `manifest`, sorted.
 pub fn inventory(store: &Store, manifest: &Digest) -> Result<Vec<Package>, ScanError> {
     let mut out = Vec::new();
-    for (path, bytes) in merged_files(store, manifest)? {
-        parse(&path, &bytes, &mut out);
+    let files = merged_files(store, manifest)?;
+    let os_release = files
+        .get("etc/os-release")
+        .or_else(|| files.get("usr/lib/os-release"));
+    for (path, bytes) in &files {
+        if RPMDB.contains(&path.as_str()) {
+            let ecosystem = rpm_ecosystem(os_release.map(Vec::as_slice));
+            for (name, version) in rpm_packages(bytes) {
+                out.push(Package {
+                    ecosystem: ecosystem.clone(),
+                    name,
+                    version,
+                    path: format!("/{path}"),
+                });
+            }
+        } else {
+            parse(path, bytes, &mut out);
+        }
     }
     out.sort();
     out.dedup();
@@ -401,6 +549,45 @@ mod tests {
         assert!(in_range(&r, "3.0.9"));
         assert!(!in_range(&r, "3.1.2"));
         assert!(!in_range(&r, "3.2"));
+    }
+
+    #[test]
+    fn rpm_headers_are_bounds_checked() {
+        // A header with NAME, VERSION, RELEASE and EPOCH, as rpm stores it.
+        let mut data = Vec::new();
+        let mut entries = Vec::new();
+        for (tag, kind, value) in [
+            (1000u32, 6u32, b"pkg\0".to_vec()),
+            (1001, 6, b"1.2\0".to_vec()),
+            (1002, 6, b"3.amzn2023\0".to_vec()),
+            (1003, 4, 2u32.to_be_bytes().to_vec()),
+        ] {
+            entries.extend(tag.to_be_bytes());
+            entries.extend(kind.to_be_bytes());
+            entries.extend((data.len() as u32).to_be_bytes());
+            entries.extend(1u32.to_be_bytes());
+            data.extend(value);
+        }
+        let mut blob = 4u32.to_be_bytes().to_vec();
+        blob.extend((data.len() as u32).to_be_bytes());
+        blob.extend(&entries);
+        blob.extend(&data);
+        assert_eq!(
+            rpm_header(&blob),
+            Some(("pkg".to_owned(), "2:1.2-3.amzn2023".to_owned()))
+        );
+        // Truncated anywhere, or counts that point past the end: nothing, no panic.
+        for n in 0..blob.len() {
+            assert_eq!(rpm_header(&blob[..n]), None, "{n}");
+        }
+        let mut huge = blob.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(rpm_header(&huge), None);
+        let mut far = blob.clone();
+        far[8 + 8..8 + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(rpm_header(&far), None);
+        // Not a database at all.
+        assert!(rpm_packages(b"not sqlite").is_empty());
     }
 
     #[test]

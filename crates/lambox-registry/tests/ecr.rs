@@ -861,6 +861,143 @@ async fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
     d
 }
 
+/// Pushes an image of `layers` (bytes, gzip or not) as REPO:v1, scans it, and returns the
+/// inventory as (ecosystem, name, version), with the whole DescribeImageScanFindings answer.
+async fn push_and_scan(
+    s: &Server,
+    repo: &str,
+    layers: &[(Vec<u8>, bool)],
+) -> (Vec<(String, String, String)>, serde_json::Value) {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = push_blob(s, repo, config).await;
+    let mut descriptors = Vec::new();
+    for (bytes, gzip) in layers {
+        descriptors.push(serde_json::json!({
+            "mediaType": if *gzip { "application/vnd.oci.image.layer.v1.tar+gzip" } else { "application/vnd.oci.image.layer.v1.tar" },
+            "digest": push_blob(s, repo, bytes).await,
+            "size": bytes.len(),
+        }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+        "layers": descriptors,
+    });
+    let r = common::client()
+        .put(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let req = serde_json::json!({ "repositoryName": repo, "imageId": { "imageTag": "v1" } });
+    common::ecr_raw(s, "StartImageScan", req.clone()).await;
+    let mut v = serde_json::Value::Null;
+    for _ in 0..100 {
+        v = common::ecr_raw(s, "DescribeImageScanFindings", req.clone()).await;
+        if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(v["imageScanStatus"]["status"], "COMPLETE", "{v}");
+    let got = v["imageScanFindings"]["lamboxPackages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| {
+            (
+                p["ecosystem"].as_str().expect("eco").to_string(),
+                p["name"].as_str().expect("name").to_string(),
+                p["version"].as_str().expect("version").to_string(),
+            )
+        })
+        .collect();
+    (got, v)
+}
+
+/// The rpm database of Amazon Linux 2023 (AWS's current Lambda base images), made by the real
+/// `rpm` tool: an installed package is listed with its epoch, version and release, under the
+/// ecosystem os-release names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_read_the_rpm_database() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let top = work.path();
+    std::fs::create_dir_all(top.join("SPECS")).expect("mkdir");
+    std::fs::write(
+        top.join("SPECS/hello.spec"),
+        "Name: lambox-hello\nVersion: 1.2.3\nRelease: 4.amzn2023\nEpoch: 1\nSummary: t\nLicense: MIT\nBuildArch: noarch\n%description\nt\n%files\n",
+    )
+    .expect("spec");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["-bb", "SPECS/hello.spec"])
+        .current_dir(top));
+    let root = top.join("root");
+    let rpm = |args: &[&str]| {
+        let mut c = std::process::Command::new("rpm");
+        c.arg("--root")
+            .arg(&root)
+            .args(["--dbpath", "/var/lib/rpm"])
+            .args(args);
+        c
+    };
+    run(&mut rpm(&["--initdb"]));
+    let package = top.join("RPMS/noarch/lambox-hello-1.2.3-4.amzn2023.noarch.rpm");
+    run(rpm(&["-i", "--nodeps", "--justdb"]).arg(&package));
+    let db = std::fs::read(root.join("var/lib/rpm/rpmdb.sqlite")).expect("rpmdb.sqlite");
+
+    let s = Server::start().await;
+    common::ecr_raw(
+        &s,
+        "CreateRepository",
+        serde_json::json!({ "repositoryName": "al2023" }),
+    )
+    .await;
+    let layer = tar_layer(&[
+        (
+            "etc/os-release",
+            b"NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\n",
+        ),
+        ("var/lib/rpm/rpmdb.sqlite", &db),
+    ]);
+    let (got, v) = push_and_scan(&s, "al2023", &[(layer, false)]).await;
+    assert_eq!(
+        got,
+        [(
+            "Amazon Linux".to_owned(),
+            "lambox-hello".to_owned(),
+            "1:1.2.3-4.amzn2023".to_owned()
+        )],
+        "{v}"
+    );
+    // Bytes that are not a database: the scan completes with no rpm package.
+    common::ecr_raw(
+        &s,
+        "CreateRepository",
+        serde_json::json!({ "repositoryName": "broken" }),
+    )
+    .await;
+    let layer = tar_layer(&[(
+        "var/lib/rpm/rpmdb.sqlite",
+        b"SQLite format 3\0 but not really",
+    )]);
+    let (got, v) = push_and_scan(&s, "broken", &[(layer, false)]).await;
+    assert!(got.is_empty(), "{v}");
+}
+
 /// The scan applies layers in order: a later file replaces an earlier one, a whiteout removes
 /// a package directory, an opaque marker empties a directory; plain and gzip layers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -906,53 +1043,7 @@ async fn scans_apply_whiteouts_and_later_layers_win() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&upper).expect("gzip");
     let upper = gz.finish().expect("gzip");
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (cd, ld, ud) = (
-        push_blob(&s, "layered", config).await,
-        push_blob(&s, "layered", &lower).await,
-        push_blob(&s, "layered", &upper).await,
-    );
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
-        "layers": [
-            { "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": lower.len() },
-            { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ud, "size": upper.len() },
-        ],
-    });
-    let r = common::client()
-        .put(s.url("/v2/layered/manifests/v1"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 201);
-    let req = serde_json::json!({ "repositoryName": "layered", "imageId": { "imageTag": "v1" } });
-    common::ecr_raw(&s, "StartImageScan", req.clone()).await;
-    let mut v = serde_json::Value::Null;
-    for _ in 0..100 {
-        v = common::ecr_raw(&s, "DescribeImageScanFindings", req.clone()).await;
-        if v["imageScanStatus"]["status"] != "IN_PROGRESS" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(v["imageScanStatus"]["status"], "COMPLETE", "{v}");
-    let got: Vec<(String, String, String)> = v["imageScanFindings"]["lamboxPackages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .map(|p| {
-            (
-                p["ecosystem"].as_str().expect("eco").to_string(),
-                p["name"].as_str().expect("name").to_string(),
-                p["version"].as_str().expect("version").to_string(),
-            )
-        })
-        .collect();
+    let (got, v) = push_and_scan(&s, "layered", &[(lower, false), (upper, true)]).await;
     let want: Vec<(String, String, String)> = [
         ("Debian", "new-pkg", "2.0"),
         ("PyPI", "y", "2.0"),

@@ -1112,55 +1112,140 @@ print("OK")
     assert!(server.stop().success());
 }
 
-/// `skopeo copy` of fixture image NAME to `lambox serve`'s own `/v2/`; returns the digest.
-fn skopeo_push(server: &Server, name: &str, repo_tag: &str, dir: &Path) -> String {
-    let digest_file = dir.join("digest");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
-        .arg(&digest_file)
-        .arg(common::oci_ref(name))
-        .arg(format!("docker://{}/{repo_tag}", server.addr))
-        .output()
-        .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo push {name}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    std::fs::read_to_string(digest_file)
-        .expect("digest file")
-        .trim()
-        .to_owned()
+/// podman with its own storage, configuration and login file under `dir` (the seed's
+/// `docker login` / `docker push`, with podman: there is no Docker engine here).
+struct Podman {
+    dir: PathBuf,
 }
 
+impl Podman {
+    fn new(dir: &Path) -> Podman {
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                dir.display()
+            ),
+        )
+        .expect("storage.conf");
+        std::fs::write(
+            dir.join("containers.conf"),
+            "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .expect("containers.conf");
+        std::fs::write(dir.join("auth.json"), "{}").expect("auth.json");
+        Podman {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Runs podman with `stdin`; panics with its output unless it succeeds.
+    fn ok(&self, args: &[&str], stdin: &str, server: &Server) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new("podman")
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("podman");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}\n--- serve log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pulls fixture image NAME, tags it `SERVER/REPO_TAG` and pushes it; returns the digest.
+    fn push(&self, server: &Server, name: &str, repo_tag: &str) -> String {
+        let src = common::oci_ref(name);
+        let id = self.ok(&["pull", "-q", &src], "", server);
+        let dest = format!("{}/{repo_tag}", server.addr);
+        self.ok(&["tag", id.trim(), &dest], "", server);
+        let digest_file = self.dir.join("digest");
+        self.ok(
+            &[
+                "push",
+                "-q",
+                "--tls-verify=false",
+                "--digestfile",
+                digest_file.to_str().expect("utf-8"),
+                &dest,
+            ],
+            "",
+            server,
+        );
+        std::fs::read_to_string(digest_file)
+            .expect("digest file")
+            .trim()
+            .to_owned()
+    }
+}
+
+/// The seed's whole path, on one `lambox serve` with registry auth: `aws ecr
+/// create-repository` (the seed's flags) → `aws ecr get-login-password | podman login` → push
+/// → create-function from the pushed ECR ImageUri → invoke → retag and push another image →
+/// the function is unchanged → update-function-code → the new code runs.
 #[test]
-fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code() {
+fn seed_path_login_push_create_invoke_retag_update_on_lambox_own_registry() {
     let data = DataDir::new();
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &["--registry-auth"]);
     let work = tempfile::tempdir().expect("tempdir");
     let aws = Aws {
         server: &server,
         dir: work.path().to_owned(),
     };
-    let ecr = python(work.path())
-        .args([
-            "-m",
-            "awscli",
-            "ecr",
-            "create-repository",
-            "--repository-name",
-            "fn/echo",
-        ])
-        .args(["--endpoint-url", &server.endpoint(), "--output", "json"])
-        .output()
-        .expect("aws ecr");
-    assert!(
-        ecr.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ecr.stderr)
+    let aws_ecr = |args: &[&str]| {
+        let out = python(work.path())
+            .args(["-m", "awscli", "ecr"])
+            .args(args)
+            .args(["--endpoint-url", &server.endpoint(), "--output", "json"])
+            .output()
+            .expect("aws ecr");
+        assert!(
+            out.status.success(),
+            "aws ecr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws_ecr(&[
+        "create-repository",
+        "--repository-name",
+        "fn/echo",
+        "--image-scanning-configuration",
+        "scanOnPush=true",
+        "--image-tag-mutability",
+        "MUTABLE",
+    ]);
+    let podman_dir = tempfile::tempdir().expect("tempdir");
+    let podman = Podman::new(podman_dir.path());
+    let password = aws_ecr(&["get-login-password"]);
+    podman.ok(
+        &[
+            "login",
+            "--username",
+            "AWS",
+            "--password-stdin",
+            "--tls-verify=false",
+            &server.addr,
+        ],
+        password.trim(),
+        &server,
     );
-    let v1 = skopeo_push(&server, "rust-echo", "fn/echo:v1", work.path());
+    let v1 = podman.push(&server, "rust-echo", "fn/echo:v1");
 
     // An image URI written for AWS, and one naming lambox's own address.
     let ecr_uri = "000000000000.dkr.ecr.us-east-1.amazonaws.com/fn/echo:v1";
@@ -1219,7 +1304,7 @@ fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code
     assert_eq!(invoke("bydigest"), r#"{"hi":1}"#);
 
     // Another image pushed to the same tag changes nothing until UpdateFunctionCode.
-    let v2 = skopeo_push(&server, "hello-python", "fn/echo:v1", work.path());
+    let v2 = podman.push(&server, "hello-python", "fn/echo:v1");
     assert_ne!(v1, v2);
     let c = aws.ok(&["get-function-configuration", "--function-name", "ecr"]);
     assert_eq!(c["CodeSha256"], v1.trim_start_matches("sha256:"));
@@ -1233,6 +1318,9 @@ fn ecr_image_uris_run_from_lambox_own_registry_pinned_until_update_function_code
     ]);
     let c = wait_active(&aws, "ecr");
     assert_eq!(c["CodeSha256"], v2.trim_start_matches("sha256:"), "{c}");
+    // The new code runs: hello-python's answer, not the echo.
+    let answer: Value = serde_json::from_str(&invoke("ecr")).expect("JSON");
+    assert_eq!(answer["body"], "hello from lambox", "{answer}");
     let own = aws.ok(&["get-function-configuration", "--function-name", "own"]);
     assert_eq!(own["CodeSha256"], v1.trim_start_matches("sha256:"));
     // Every resolution (ecr, own, bydigest, the update) took the store path, not HTTP.
@@ -1487,23 +1575,54 @@ fn aws_cli_weighted_alias_update_and_list_aliases_with_filter_and_pages() {
     ]);
 }
 
+/// A registry holding rust-echo as `fn/echo:v1`, a `lambox serve` (with `args`) on a new data
+/// directory, and function NAME created from that image with boto3 and Active.
+fn echo_function(name: &str, args: &[&str]) -> (Registry, DataDir, Server, tempfile::TempDir) {
+    let registry = Registry::start();
+    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
+    let data = DataDir::new();
+    let mut server = Server::start(&data, args);
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        r#"
+import sys, boto3
+lam = boto3.client("lambda", endpoint_url=sys.argv[1])
+lam.create_function(FunctionName="{name}", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
+                    Code={{"ImageUri": sys.argv[2] + "/fn/echo:v1"}})
+lam.get_waiter("function_active_v2").wait(FunctionName="{name}", WaiterConfig={{"Delay": 1}})
+print("OK")
+"#
+    );
+    run_boto3(&mut server, &registry, work.path(), &script);
+    (registry, data, server, work)
+}
+
+/// Waits (≤ 60 s) until `function` has `n` events and all succeeded; returns them.
+fn wait_events_succeeded(server: &Server, function: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = events_json(server, function, false);
+        if events.len() == n && events.iter().all(|e| e["Status"] == "succeeded") {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events of {function} not all run: {events:?}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn concurrent_first_invokes_and_events_of_a_fresh_function_all_run() {
     // Every invoke below is a first invoke of the version: no pool exists yet, so they all
     // build one at once. Exactly one pool must survive and serve them all (a lost race used
     // to shut down the pool an invoke was already queued on: a 500 for a sync invoke, an
     // event left pending until the next restart).
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let data = DataDir::new();
-    let mut server = Server::start(&data, &[]);
-    let work = tempfile::tempdir().expect("tempdir");
+    let (registry, _data, mut server, work) = echo_function("burst", &[]);
     let script = r#"
 import json, sys, threading, boto3
-lam = boto3.client("lambda", endpoint_url=sys.argv[1])
-lam.create_function(FunctionName="burst", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
-                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
-lam.get_waiter("function_active_v2").wait(FunctionName="burst", WaiterConfig={"Delay": 1})
 N = 4
 gate = threading.Barrier(2 * N)
 results = {}
@@ -1522,55 +1641,23 @@ for i in range(N):
 print("OK")
 "#;
     run_boto3(&mut server, &registry, work.path(), script);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let events = events_json(&server, "burst", false);
-        let done = events.iter().filter(|e| e["Status"] == "succeeded").count();
-        if events.len() == 4 && done == 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events of a fresh function not all run: {events:?}\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_events_succeeded(&server, "burst", 4);
     assert!(server.stop().success());
 }
 
 #[test]
 fn events_of_one_function_run_at_most_async_concurrency_at_once() {
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let data = DataDir::new();
-    let mut server = Server::start(&data, &["--async-concurrency", "2"]);
-    let work = tempfile::tempdir().expect("tempdir");
+    let (registry, _data, mut server, work) = echo_function("gated", &["--async-concurrency", "2"]);
     let script = r#"
 import json, sys, boto3
 lam = boto3.client("lambda", endpoint_url=sys.argv[1])
-lam.create_function(FunctionName="gated", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
-                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
-lam.get_waiter("function_active_v2").wait(FunctionName="gated", WaiterConfig={"Delay": 1})
 for i in range(6):
     r = lam.invoke(FunctionName="gated", InvocationType="Event", Payload=json.dumps({"sleep_ms": 800, "i": i}).encode())
     assert r["StatusCode"] == 202, r
 print("OK")
 "#;
     run_boto3(&mut server, &registry, work.path(), script);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let events = loop {
-        let events = events_json(&server, "gated", false);
-        if events.iter().filter(|e| e["Status"] == "succeeded").count() == 6 {
-            break events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events not all run: {events:?}\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let events = wait_events_succeeded(&server, "gated", 6);
     // Six events of 0.8 s sent at once, at most two running at a time: at least 2.4 s from
     // the first received to the last finished (at once, all six would take about 0.8 s).
     let ms = |e: &Value, k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k} in {e}"));
@@ -1603,20 +1690,7 @@ print("OK")
 #[test]
 fn an_event_stored_while_its_client_hangs_up_still_runs() {
     use std::io::Write as _;
-    let registry = Registry::start();
-    registry.push(&oci("rust-echo").display().to_string(), "fn/echo:v1", None);
-    let data = DataDir::new();
-    let mut server = Server::start(&data, &[]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let script = r#"
-import sys, boto3
-lam = boto3.client("lambda", endpoint_url=sys.argv[1])
-lam.create_function(FunctionName="hangup", PackageType="Image", Role="arn:aws:iam::000000000000:role/x",
-                    Code={"ImageUri": sys.argv[2] + "/fn/echo:v1"})
-lam.get_waiter("function_active_v2").wait(FunctionName="hangup", WaiterConfig={"Delay": 1})
-print("OK")
-"#;
-    run_boto3(&mut server, &registry, work.path(), script);
+    let (_registry, _data, mut server, _work) = echo_function("hangup", &[]);
     // Each client sends a whole Event invoke and closes its socket at once, without waiting
     // for the 202: hyper then drops the request while the event is being stored. Whatever
     // was stored must run now (it used to stay pending until the next restart).
