@@ -18,8 +18,9 @@ PACKAGES=(
   docker-registry apache2-utils
   # compression
   zstd pigz gzip xz-utils
-  # rpm databases (the registry's scanner test builds one with rpmbuild and rpm)
-  rpm
+  # rpm databases (the registry's scanner test builds one with rpmbuild and rpm, and a
+  # Berkeley DB one with db_load)
+  rpm db5.3-util
   # misc
   ca-certificates python3 python3-pip tar coreutils util-linux iproute2 curl
   # lambox run --network nat (the nft program) and its tests
@@ -58,7 +59,7 @@ else
   log "all ${#PACKAGES[@]} packages already installed"
 fi
 
-for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3 nft rpm rpmbuild; do
+for tool in skopeo umoci buildah podman runc busybox debootstrap docker-registry zstd pigz htpasswd python3 nft rpm rpmbuild db5.3_load; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool || -x /sbin/$tool ]] \
     || die "'$tool' still not found after install"
 done

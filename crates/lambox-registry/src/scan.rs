@@ -14,8 +14,11 @@
 //! - Python: `…/NAME-VERSION.dist-info/METADATA` (`Name:` and `Version:`);
 //! - npm: `…/node_modules/NAME/package.json` and `…/node_modules/@SCOPE/NAME/package.json`.
 //!
-//! The rpm database's older Berkeley DB (Amazon Linux 2) and ndb formats are not read. The
-//! SQLite file is image bytes: it is copied to a private temporary directory and opened
+//! - rpm, Berkeley DB backend (Amazon Linux 2, RHEL 7/8): the hash database
+//!   `var/lib/rpm/Packages`, read page by page (no Berkeley DB library): each hash page's
+//!   data items, inline or on overflow page chains, are the same header blobs.
+//!
+//! The ndb rpm format (SUSE) is not read. The SQLite file is image bytes: it is copied to a private temporary directory and opened
 //! read-only with SQLite's defensive settings, and header blobs are bounds-checked; a
 //! database that cannot be read yields no rpm packages, never an error. Nothing is invented: a finding
 //! exists only when an OSV record names the package's ecosystem and name and lists its version
@@ -58,6 +61,7 @@ pub enum ScanError {
 /// Files whose content the scanner parses.
 fn interesting(path: &str) -> bool {
     RPMDB.contains(&path)
+        || path == RPMDB_BDB
         || path == "etc/os-release"
         || path == "usr/lib/os-release"
         || path == "var/lib/dpkg/status"
@@ -72,6 +76,116 @@ const RPMDB: [&str; 2] = [
     "var/lib/rpm/rpmdb.sqlite",
     "usr/lib/sysimage/rpm/rpmdb.sqlite",
 ];
+
+/// Where the rpm database (Berkeley DB backend) lives.
+const RPMDB_BDB: &str = "var/lib/rpm/Packages";
+
+/// The values of a Berkeley DB hash database (rpm's `Packages`: the header blobs), read
+/// straight from its pages, either byte order. Every offset, length and page number is
+/// checked, an overflow chain is at most as long as the file has pages; anything that does
+/// not fit is skipped. Empty if the bytes are not a hash database.
+fn bdb_hash_values(db: &[u8]) -> Vec<Vec<u8>> {
+    const HASH_MAGIC: u32 = 0x0006_1561;
+    const P_HASH_UNSORTED: u8 = 2;
+    const P_OVERFLOW: u8 = 7;
+    const P_HASHMETA: u8 = 8;
+    const P_HASH: u8 = 13;
+    const H_KEYDATA: u8 = 1;
+    const H_OFFPAGE: u8 = 3;
+    /// Page header: lsn, pgno, prev, next (u32 @16), entries (u16 @20), hf_offset (u16 @22),
+    /// level, type (u8 @25); the item offsets follow.
+    const HEADER: usize = 26;
+    let Some(magic) = db.get(12..16) else {
+        return Vec::new();
+    };
+    let magic: [u8; 4] = magic.try_into().unwrap_or_default();
+    let le = if u32::from_le_bytes(magic) == HASH_MAGIC {
+        true
+    } else if u32::from_be_bytes(magic) == HASH_MAGIC {
+        false
+    } else {
+        return Vec::new();
+    };
+    let u16_at = |b: &[u8], at: usize| -> Option<usize> {
+        let v: [u8; 2] = b.get(at..at.checked_add(2)?)?.try_into().ok()?;
+        Some(usize::from(if le {
+            u16::from_le_bytes(v)
+        } else {
+            u16::from_be_bytes(v)
+        }))
+    };
+    let u32_at = |b: &[u8], at: usize| -> Option<usize> {
+        let v: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(if le {
+            u32::from_le_bytes(v)
+        } else {
+            u32::from_be_bytes(v)
+        })
+        .ok()
+    };
+    let Some(page_size) =
+        u32_at(db, 20).filter(|p| (512..=65536).contains(p) && p.is_power_of_two())
+    else {
+        return Vec::new();
+    };
+    if db.get(25) != Some(&P_HASHMETA) {
+        return Vec::new();
+    }
+    let pages = db.len() / page_size;
+    let page =
+        |n: usize| db.get(n.checked_mul(page_size)?..n.checked_add(1)?.checked_mul(page_size)?);
+    // The bytes of an overflow chain starting at page `first`, `len` long.
+    let overflow = |first: usize, len: usize| -> Option<Vec<u8>> {
+        if len > db.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut next = first;
+        for _ in 0..pages {
+            let p = page(next)?;
+            if p.get(25) != Some(&P_OVERFLOW) {
+                return None;
+            }
+            let used = u16_at(p, 22)?;
+            out.extend_from_slice(p.get(HEADER..HEADER.checked_add(used)?)?);
+            next = u32_at(p, 16)?;
+            if next == 0 || out.len() >= len {
+                break;
+            }
+        }
+        (out.len() >= len).then(|| {
+            out.truncate(len);
+            out
+        })
+    };
+    let mut values = Vec::new();
+    for n in 1..pages {
+        let Some(p) = page(n) else { break };
+        if !matches!(p.get(25), Some(&P_HASH) | Some(&P_HASH_UNSORTED)) {
+            continue;
+        }
+        let Some(entries) = u16_at(p, 20) else {
+            continue;
+        };
+        let offset = |i: usize| u16_at(p, HEADER + 2 * i);
+        // Items alternate key, value; items are laid out from the page's end downwards, so
+        // an inline item ends where the one before it starts.
+        for i in (1..entries).step_by(2) {
+            let Some(at) = offset(i) else { break };
+            let value = match p.get(at) {
+                Some(&H_KEYDATA) => offset(i - 1)
+                    .and_then(|end| p.get(at.checked_add(1)?..end))
+                    .map(<[u8]>::to_vec),
+                Some(&H_OFFPAGE) => u32_at(p, at + 4)
+                    .zip(u32_at(p, at + 8))
+                    .and_then(|(first, len)| overflow(first, len)),
+                _ => None,
+            };
+            values.extend(value);
+        }
+    }
+    values
+}
 
 /// OSV's ecosystem name for an rpm distribution, from os-release's `ID`.
 fn rpm_ecosystem(os_release: Option<&[u8]>) -> String {
@@ -325,9 +439,21 @@ pub fn inventory(store: &Store, manifest: &Digest) -> Result<Vec<Package>, ScanE
         .get("etc/os-release")
         .or_else(|| files.get("usr/lib/os-release"));
     for (path, bytes) in &files {
-        if RPMDB.contains(&path.as_str()) {
+        let rpm = if RPMDB.contains(&path.as_str()) {
+            Some(rpm_packages(bytes))
+        } else if path == RPMDB_BDB {
+            Some(
+                bdb_hash_values(bytes)
+                    .iter()
+                    .filter_map(|b| rpm_header(b))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        if let Some(rpm) = rpm {
             let ecosystem = rpm_ecosystem(os_release.map(Vec::as_slice));
-            for (name, version) in rpm_packages(bytes) {
+            for (name, version) in rpm {
                 out.push(Package {
                     ecosystem: ecosystem.clone(),
                     name,
@@ -588,6 +714,49 @@ mod tests {
         assert_eq!(rpm_header(&far), None);
         // Not a database at all.
         assert!(rpm_packages(b"not sqlite").is_empty());
+
+        // A Berkeley DB hash database of 512-byte pages holding that header on an overflow
+        // page: a meta page, a hash page (key inline, value off page), the overflow page.
+        let mut db = vec![0u8; 512 * 3];
+        db[12..16].copy_from_slice(&0x0006_1561u32.to_le_bytes());
+        db[20..24].copy_from_slice(&512u32.to_le_bytes());
+        db[25] = 8;
+        let hash = &mut db[512..1024];
+        hash[20..22].copy_from_slice(&2u16.to_le_bytes());
+        hash[25] = 13;
+        hash[26..28].copy_from_slice(&500u16.to_le_bytes()); // key at 500
+        hash[28..30].copy_from_slice(&480u16.to_le_bytes()); // value ref at 480
+        hash[500] = 1;
+        hash[501..505].copy_from_slice(&1u32.to_le_bytes());
+        hash[480] = 3;
+        hash[484..488].copy_from_slice(&2u32.to_le_bytes()); // overflow page 2
+        hash[488..492].copy_from_slice(&(blob.len() as u32).to_le_bytes());
+        let over = &mut db[1024..1536];
+        over[22..24].copy_from_slice(&(blob.len() as u16).to_le_bytes());
+        over[25] = 7;
+        over[26..26 + blob.len()].copy_from_slice(&blob);
+        assert_eq!(bdb_hash_values(&db), vec![blob.clone()]);
+        // Truncated anywhere, or pointing anywhere: no panic.
+        for n in 0..db.len() {
+            let _ = bdb_hash_values(&db[..n]);
+        }
+        for at in [
+            512 + 20,
+            512 + 26,
+            512 + 28,
+            512 + 484,
+            512 + 488,
+            1024 + 16,
+            1024 + 22,
+        ] {
+            for v in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = db.clone();
+                bad[at] = v;
+                bad[at + 1] = v;
+                let _ = bdb_hash_values(&bad);
+            }
+        }
+        assert!(bdb_hash_values(b"not a database at all, not even close").is_empty());
     }
 
     #[test]

@@ -920,8 +920,9 @@ async fn push_and_scan(
 }
 
 /// The rpm database of Amazon Linux 2023 (AWS's current Lambda base images), made by the real
-/// `rpm` tool: an installed package is listed with its epoch, version and release, under the
-/// ecosystem os-release names.
+/// `rpm` tool, and the Berkeley DB `Packages` of Amazon Linux 2 holding the same header, made
+/// by Berkeley DB's own `db_load`: an installed package is listed with its epoch, version and
+/// release, under the ecosystem os-release names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_read_the_rpm_database() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -983,6 +984,65 @@ async fn scans_read_the_rpm_database() {
         )],
         "{v}"
     );
+    // Amazon Linux 2: the same header in a Berkeley DB hash database (rpm's key: the record
+    // number), loaded by db_load from its text format.
+    let blobs: Vec<Vec<u8>> = {
+        let conn = rusqlite::Connection::open(root.join("var/lib/rpm/rpmdb.sqlite"))
+            .expect("open rpmdb.sqlite");
+        let mut st = conn.prepare("SELECT blob FROM Packages").expect("query");
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("blobs");
+        rows
+    };
+    assert_eq!(blobs.len(), 1);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("\\{x:02x}")).collect::<String>();
+    let dump: String = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{}\n{}\n", hex(&(i as u32 + 1).to_le_bytes()), hex(b)))
+        .collect();
+    let packages = top.join("Packages");
+    let mut load = std::process::Command::new("db5.3_load")
+        .args(["-T", "-t", "hash"])
+        .arg(&packages)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("db5.3_load");
+    use std::io::Write as _;
+    load.stdin
+        .take()
+        .expect("stdin")
+        .write_all(dump.as_bytes())
+        .expect("dump");
+    assert!(load.wait().expect("db5.3_load").success());
+    let bdb = std::fs::read(&packages).expect("Packages");
+    common::ecr_raw(
+        &s,
+        "CreateRepository",
+        serde_json::json!({ "repositoryName": "al2" }),
+    )
+    .await;
+    let layer = tar_layer(&[
+        (
+            "etc/os-release",
+            b"NAME=\"Amazon Linux\"\nVERSION=\"2\"\nID=\"amzn\"\n",
+        ),
+        ("var/lib/rpm/Packages", &bdb),
+    ]);
+    let (got, v) = push_and_scan(&s, "al2", &[(layer, false)]).await;
+    assert_eq!(
+        got,
+        [(
+            "Amazon Linux".to_owned(),
+            "lambox-hello".to_owned(),
+            "1:1.2.3-4.amzn2023".to_owned()
+        )],
+        "{v}"
+    );
+
     // Bytes that are not a database: the scan completes with no rpm package.
     common::ecr_raw(
         &s,
