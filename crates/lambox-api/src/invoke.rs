@@ -114,9 +114,10 @@ impl Lambda {
         }
     }
 
-    /// Admits an invoke against the memory budget. An environment of the same version that
-    /// has just answered may not be back in the idle list yet: while the pool has a busy
-    /// environment, a refusal is retried for up to 100 ms before it is final.
+    /// Admits an invoke against the memory budget. An environment that has just answered
+    /// (of this version, to be reused, or of another, to be evicted) may not be back in the
+    /// idle list yet: while any environment is busy, a refusal is retried for up to 100 ms
+    /// before it is final.
     async fn admit_memory(
         &self,
         pool: &lambox_runtime::Pool,
@@ -132,7 +133,7 @@ impl Lambda {
                 u64::try_from(c.memory_size).unwrap_or(0),
             ) {
                 Err(_)
-                    if pool.environments() > pool.idle_environments()
+                    if self.scheduler.has_busy_environments()
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -310,6 +310,14 @@ impl Scheduler {
         }
     }
 
+    /// Whether some environment, of any version, is running an invoke (it may be idle again
+    /// in a moment, and then evictable).
+    pub fn has_busy_environments(&self) -> bool {
+        lock(&self.pools)
+            .values()
+            .any(|e| e.pool.environments() > e.pool.idle_environments())
+    }
+
     /// Tears down one idle environment of any version; false if none is idle.
     fn evict_one_idle(&self) -> bool {
         let pools: Vec<Pool> = lock(&self.pools)
