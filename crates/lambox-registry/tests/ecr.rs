@@ -861,13 +861,20 @@ async fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
     d
 }
 
-/// Pushes an image of `layers` (bytes, gzip or not) as REPO:v1, scans it, and returns the
-/// inventory as (ecosystem, name, version), with the whole DescribeImageScanFindings answer.
+/// Creates ECR repository REPO, pushes an image of `layers` (bytes, gzip or not) as REPO:v1,
+/// scans it, and returns the inventory as (ecosystem, name, version), with the whole
+/// DescribeImageScanFindings answer.
 async fn push_and_scan(
     s: &Server,
     repo: &str,
     layers: &[(Vec<u8>, bool)],
 ) -> (Vec<(String, String, String)>, serde_json::Value) {
+    common::ecr_raw(
+        s,
+        "CreateRepository",
+        serde_json::json!({ "repositoryName": repo }),
+    )
+    .await;
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cd = push_blob(s, repo, config).await;
@@ -961,29 +968,18 @@ async fn scans_read_the_rpm_database() {
     let db = std::fs::read(root.join("var/lib/rpm/rpmdb.sqlite")).expect("rpmdb.sqlite");
 
     let s = Server::start().await;
-    common::ecr_raw(
-        &s,
-        "CreateRepository",
-        serde_json::json!({ "repositoryName": "al2023" }),
-    )
-    .await;
-    let layer = tar_layer(&[
-        (
-            "etc/os-release",
-            b"NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\n",
-        ),
-        ("var/lib/rpm/rpmdb.sqlite", &db),
-    ]);
+    let want = [(
+        "Amazon Linux".to_owned(),
+        "lambox-hello".to_owned(),
+        "1:1.2.3-4.amzn2023".to_owned(),
+    )];
+    let amazon_linux = |version: &str, db_path: &str, db: &[u8]| {
+        let os_release = format!("NAME=\"Amazon Linux\"\nVERSION=\"{version}\"\nID=\"amzn\"\n");
+        tar_layer(&[("etc/os-release", os_release.as_bytes()), (db_path, db)])
+    };
+    let layer = amazon_linux("2023", "var/lib/rpm/rpmdb.sqlite", &db);
     let (got, v) = push_and_scan(&s, "al2023", &[(layer, false)]).await;
-    assert_eq!(
-        got,
-        [(
-            "Amazon Linux".to_owned(),
-            "lambox-hello".to_owned(),
-            "1:1.2.3-4.amzn2023".to_owned()
-        )],
-        "{v}"
-    );
+    assert_eq!(got, want, "{v}");
     // Amazon Linux 2: the same header in a Berkeley DB hash database (rpm's key: the record
     // number), loaded by db_load from its text format.
     let blobs: Vec<Vec<u8>> = {
@@ -1019,37 +1015,11 @@ async fn scans_read_the_rpm_database() {
         .expect("dump");
     assert!(load.wait().expect("db5.3_load").success());
     let bdb = std::fs::read(&packages).expect("Packages");
-    common::ecr_raw(
-        &s,
-        "CreateRepository",
-        serde_json::json!({ "repositoryName": "al2" }),
-    )
-    .await;
-    let layer = tar_layer(&[
-        (
-            "etc/os-release",
-            b"NAME=\"Amazon Linux\"\nVERSION=\"2\"\nID=\"amzn\"\n",
-        ),
-        ("var/lib/rpm/Packages", &bdb),
-    ]);
+    let layer = amazon_linux("2", "var/lib/rpm/Packages", &bdb);
     let (got, v) = push_and_scan(&s, "al2", &[(layer, false)]).await;
-    assert_eq!(
-        got,
-        [(
-            "Amazon Linux".to_owned(),
-            "lambox-hello".to_owned(),
-            "1:1.2.3-4.amzn2023".to_owned()
-        )],
-        "{v}"
-    );
+    assert_eq!(got, want, "{v}");
 
     // Bytes that are not a database: the scan completes with no rpm package.
-    common::ecr_raw(
-        &s,
-        "CreateRepository",
-        serde_json::json!({ "repositoryName": "broken" }),
-    )
-    .await;
     let layer = tar_layer(&[(
         "var/lib/rpm/rpmdb.sqlite",
         b"SQLite format 3\0 but not really",
@@ -1064,12 +1034,6 @@ async fn scans_read_the_rpm_database() {
 async fn scans_apply_whiteouts_and_later_layers_win() {
     use std::io::Write;
     let s = Server::start().await;
-    common::ecr_raw(
-        &s,
-        "CreateRepository",
-        serde_json::json!({ "repositoryName": "layered" }),
-    )
-    .await;
     let lower = tar_layer(&[
         (
             "var/lib/dpkg/status",
