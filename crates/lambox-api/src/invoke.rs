@@ -344,7 +344,7 @@ impl Lambda {
                 let Ok(slot) = this.event_gate(&event.name).acquire_owned().await else {
                     return;
                 };
-                if this.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                if this.is_stopping() {
                     // lambox is stopping: the event stays pending for the next start.
                     return;
                 }
@@ -474,7 +474,7 @@ impl Lambda {
             foreign: false,
         };
         loop {
-            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            if self.is_stopping() {
                 return EventOutcome::Stopped;
             }
             if now_ms() >= expires_ms {
@@ -537,9 +537,7 @@ impl Lambda {
                     drop((admission, memory));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(InvokeError::ShuttingDown)
-                    if self.stopping.load(std::sync::atomic::Ordering::Acquire) =>
-                {
+                Err(InvokeError::ShuttingDown) if self.is_stopping() => {
                     return EventOutcome::Stopped;
                 }
                 Err(InvokeError::ShuttingDown) => {

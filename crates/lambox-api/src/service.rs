@@ -330,6 +330,12 @@ impl Lambda {
         self.background.load(Ordering::Acquire)
     }
 
+    /// Whether lambox is stopping ([`Lambda::drain`] or [`Lambda::shutdown`] began): no event
+    /// run starts any more.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Stops every pool (running invokes finish, idle environments are killed).
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);

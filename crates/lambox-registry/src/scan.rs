@@ -217,12 +217,11 @@ fn rpm_ecosystem(os_release: Option<&[u8]>) -> String {
 /// The packages of an rpm database (SQLite backend): `(name, [epoch:]version-release)`.
 /// Empty if the bytes are not such a database.
 fn rpm_packages(db: &[u8]) -> Vec<(String, String)> {
-    let Ok(dir) = tempfile_dir() else {
+    let Ok(dir) = private_temp_dir() else {
         return Vec::new();
     };
     let path = dir.join("rpmdb.sqlite");
     let read = || -> rusqlite::Result<Vec<Vec<u8>>> {
-        std::fs::write(&path, db).map_err(|_| rusqlite::Error::InvalidQuery)?;
         let conn = rusqlite::Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -235,13 +234,16 @@ fn rpm_packages(db: &[u8]) -> Vec<(String, String)> {
             .collect::<rusqlite::Result<Vec<_>>>();
         rows
     };
-    let blobs = read().unwrap_or_default();
+    let blobs = match std::fs::write(&path, db) {
+        Ok(()) => read().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     blobs.iter().filter_map(|b| rpm_header(b)).collect()
 }
 
 /// A private scratch directory under the system's temporary directory.
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+fn private_temp_dir() -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!("lambox-scan-{}", uuid::Uuid::new_v4().simple()));
     std::fs::DirBuilder::new()

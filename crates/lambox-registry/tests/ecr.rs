@@ -848,19 +848,6 @@ fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-async fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
-    let d = common::sha256(bytes);
-    let r = common::client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 201, "push blob");
-    d
-}
-
 /// Creates ECR repository REPO, pushes an image of `layers` (bytes, gzip or not) as REPO:v1,
 /// scans it, and returns the inventory as (ecosystem, name, version), with the whole
 /// DescribeImageScanFindings answer.
@@ -877,12 +864,12 @@ async fn push_and_scan(
     .await;
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let cd = push_blob(s, repo, config).await;
+    let cd = common::push_blob(&common::client(), s, repo, config).await;
     let mut descriptors = Vec::new();
     for (bytes, gzip) in layers {
         descriptors.push(serde_json::json!({
             "mediaType": if *gzip { "application/vnd.oci.image.layer.v1.tar+gzip" } else { "application/vnd.oci.image.layer.v1.tar" },
-            "digest": push_blob(s, repo, bytes).await,
+            "digest": common::push_blob(&common::client(), s, repo, bytes).await,
             "size": bytes.len(),
         }));
     }

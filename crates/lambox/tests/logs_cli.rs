@@ -10,21 +10,8 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, oci, python, DataDir, Server};
+use common::{free_port, oci, python, serve, DataDir};
 use serde_json::Value;
-
-/// `lambox serve --network none` on a free port, with `extra` flags.
-fn serve(data: &DataDir, extra: &[&str]) -> (Server, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = data.lambox();
-    cmd.args(["serve", "--listen", &addr, "--network", "none"])
-        .args(extra)
-        .env("LAMBOX_LOG", "info");
-    let log = data
-        .path()
-        .join(format!("serve-{}.log", addr.replace([':', '.'], "-")));
-    (Server::spawn(cmd, log, &addr), format!("http://{addr}"))
-}
 
 /// The real aws CLI against `endpoint`.
 fn aws(endpoint: &str, args: &[&str]) -> Output {

@@ -13,21 +13,10 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, InvocationType, LogType, PackageType, ThrottleReason};
 use aws_sdk_lambda::Client;
 use base64::Engine as _;
-use common::{free_port, oci, DataDir, Registry, Server};
+use common::{oci, serve, DataDir, Registry, Server};
 use serde_json::{json, Value};
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/x";
-
-/// `lambox serve --network none` on a free port, with `extra` arguments.
-fn serve(data: &DataDir, extra: &[&str]) -> (Server, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = data.lambox();
-    cmd.args(["serve", "--listen", &addr, "--network", "none"])
-        .args(extra)
-        .env("LAMBOX_LOG", "info");
-    let server = Server::spawn(cmd, data.path().join("serve.log"), &addr);
-    (server, format!("http://{addr}"))
-}
 
 /// An SDK client for `endpoint`: static credentials, us-east-1, no retries (a throttle must
 /// reach the test as the SDK's typed error, not be retried away).

@@ -411,6 +411,20 @@ impl Drop for Server {
     }
 }
 
+/// `lambox serve --network none` on a free port with `extra` arguments, its output in
+/// `serve-ADDR.log` of the data directory; the server and its `http://ADDR` endpoint.
+pub fn serve(data: &DataDir, extra: &[&str]) -> (Server, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = data.lambox();
+    cmd.args(["serve", "--listen", &addr, "--network", "none"])
+        .args(extra)
+        .env("LAMBOX_LOG", "info");
+    let log = data
+        .path()
+        .join(format!("serve-{}.log", addr.replace([':', '.'], "-")));
+    (Server::spawn(cmd, log, &addr), format!("http://{addr}"))
+}
+
 /// python3 with the fixture cache's awscli/boto3 and dummy credentials.
 pub fn python(cwd: &Path) -> Command {
     aws_python(cwd, "test", "test")
